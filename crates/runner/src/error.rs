@@ -1,0 +1,63 @@
+//! The runner's error type (shared by the dataset readers, the tokenizer and
+//! scorer adapters, the engine, reports and checkpoints).
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while running an evaluation.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Invalid protocol / run configuration (window, stride, …).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The input data could not be read or parsed.
+    #[error("data error: {0}")]
+    Data(String),
+    /// The tokenizer failed.
+    #[error("tokenizer error: {0}")]
+    Tokenizer(String),
+    /// The model (scorer) failed.
+    #[error("model error: {0}")]
+    Model(String),
+    /// A metric could not be computed for one scored token (e.g. NaN logits).
+    #[error("metrics error at {source_name} (document {doc}, token {index} of the document, window position {position}): {message}")]
+    Metrics {
+        /// `Document::source` of the document holding the scored token.
+        source_name: String,
+        /// Document index.
+        doc: usize,
+        /// Index of the scored token inside its document.
+        index: usize,
+        /// Position of the predicting logits inside the window.
+        position: usize,
+        /// What the metrics crate said.
+        message: String,
+    },
+    /// Filesystem error, with the path involved.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// Path being read or written.
+        path: PathBuf,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Checkpoint / resume problems (corrupt checkpoint, mismatching run, …).
+    #[error("checkpoint error: {0}")]
+    Checkpoint(String),
+    /// Report writing problems (serialization, parquet, …).
+    #[error("report error: {0}")]
+    Report(String),
+}
+
+impl RunError {
+    /// Wrap an `std::io::Error` together with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        RunError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Convenience alias.
+pub type Result<T, E = RunError> = std::result::Result<T, E>;
