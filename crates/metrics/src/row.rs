@@ -280,26 +280,32 @@ fn row_core(
     let m = f64::from(max_f32);
 
     // Pass 2: e_i = exp(x_i - m) ∈ [0, 1], Z, Σ e·u, Σ e².
+    // The arg-max term (e = 1 exactly) is left out of the Z and Σe² sums so
+    // that ln Z = ln_1p(Σ_rest e) keeps full relative precision for peaked
+    // rows, where Z = 1 + tiny and min-entropy / NLL of a confident correct
+    // prediction are themselves tiny.
     buf.clear();
     buf.reserve(logits.len());
     const L: usize = 4;
-    let mut z = [0.0f64; L];
+    let mut z_rest = [0.0f64; L];
     let mut eu = [0.0f64; L];
-    let mut e2 = [0.0f64; L];
+    let mut e2_rest = [0.0f64; L];
     for (i, &x) in logits.iter().enumerate() {
         let u = m - f64::from(x); // ≥ 0, +inf for masked logits
         let e = (-u).exp(); // exp(-inf) = 0
         buf.push(e);
         let lane = i % L;
-        z[lane] += e;
+        let e_rest = if i == argmax { 0.0 } else { e };
+        z_rest[lane] += e_rest;
+        e2_rest[lane] += e_rest * e_rest;
         // Masked entries have e = 0 and u = inf: skip to avoid 0·inf = NaN.
         eu[lane] += if e > 0.0 { e * u } else { 0.0 };
-        e2[lane] += e * e;
     }
-    let z = (z[0] + z[1]) + (z[2] + z[3]);
+    let z_rest = (z_rest[0] + z_rest[1]) + (z_rest[2] + z_rest[3]);
     let eu = (eu[0] + eu[1]) + (eu[2] + eu[3]);
-    let e2 = (e2[0] + e2[1]) + (e2[2] + e2[3]);
-    let ln_z = z.ln();
+    let e2_rest = (e2_rest[0] + e2_rest[1]) + (e2_rest[2] + e2_rest[3]);
+    let z = 1.0 + z_rest;
+    let ln_z = z_rest.ln_1p();
     // ū = E_p[u] = E_p[-ln p] - ln Z.
     let u_mean = eu / z;
 
@@ -322,8 +328,8 @@ fn row_core(
         varentropy_nats2: v / z,
         // The max element has e = 1, so p_max = 1/Z and -ln p_max = ln Z.
         min_entropy_nats: ln_z,
-        // -ln(Σe²/Z²) = 2 ln Z - ln Σe²; Σe² ≥ 1 because the max contributes 1.
-        renyi2_entropy_nats: 2.0 * ln_z - e2.ln(),
+        // -ln(Σe²/Z²) = 2 ln Z - ln Σe², with Σe² = 1 + Σ_rest e².
+        renyi2_entropy_nats: 2.0 * ln_z - e2_rest.ln_1p(),
         top1_id: argmax as u32,
         top1_prob: 1.0 / z,
         target_rank,
