@@ -1,1 +1,240 @@
-//! surprisal-models
+//! surprisal-models: load Hugging Face causal LMs (safetensors) and GGUF files and run them with
+//! candle, returning final hidden states for every position.
+//!
+//! One decoder implementation ([`decoder::CausalLm`]) serves Llama, Mistral, Qwen2 and Qwen3 from
+//! dense safetensors, quantized GGUF and dequantized GGUF weights alike: every projection is a
+//! `QMatMul`, and RoPE, masks and attention are shared.
+
+pub mod attention;
+pub mod config;
+pub mod decoder;
+pub mod error;
+pub mod gguf;
+pub mod hub;
+pub mod layers;
+pub mod mask;
+pub mod rope;
+pub mod source;
+pub mod tokenizer;
+pub mod weights;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+
+pub use config::{DecoderConfig, SUPPORTED_ARCHITECTURES};
+pub use decoder::CausalLm;
+pub use error::ModelError;
+pub use source::ModelSource;
+pub use tokenizer::{Encoded, TextTokenizer};
+
+use error::Result;
+use weights::{Store, Weights};
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub device: Device,
+    /// Activation and dense-weight dtype (quantized GGUF matmuls always take f32 activations).
+    pub dtype: DType,
+    /// GGUF only: dequantize every weight to `dtype` instead of running quantized kernels.
+    pub dequantize: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            device: Device::Cpu,
+            dtype: DType::F32,
+            dequantize: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    /// Hugging Face class name, e.g. `LlamaForCausalLM` (also for GGUF files).
+    pub architecture: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    /// Context length.
+    pub max_position_embeddings: usize,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_id: Option<u32>,
+    /// Whether the model expects a BOS token in front of the text.
+    pub add_bos_token: bool,
+    pub weight_files: Vec<PathBuf>,
+    /// e.g. `Some("Q4_1")`, `Some("Q4_1 dequantized to F32")`; None for safetensors.
+    pub quantization: Option<String>,
+    pub num_parameters: u64,
+    /// Bytes of weights as stored in the files.
+    pub weight_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadedModel {
+    pub model: CausalLm,
+    pub tokenizer: TextTokenizer,
+    pub info: ModelInfo,
+}
+
+/// Loads a model and its tokenizer. Hub ids use the default hub cache (see [`hub::default_cache_dir`]).
+pub fn load(source: &ModelSource, opts: &LoadOptions) -> Result<LoadedModel> {
+    load_with_hub_cache(source, opts, None)
+}
+
+/// [`load`] with an explicit hub cache directory (used for hub ids only).
+pub fn load_with_hub_cache(
+    source: &ModelSource,
+    opts: &LoadOptions,
+    hub_cache: Option<&Path>,
+) -> Result<LoadedModel> {
+    match source {
+        ModelSource::Dir(dir) => load_dir(dir, opts),
+        ModelSource::Gguf {
+            path,
+            tokenizer_json,
+        } => load_gguf(path, tokenizer_json.as_ref(), opts),
+        ModelSource::Hub { repo, revision } => {
+            let dir = hub::resolve(repo, revision.as_deref(), hub_cache)?;
+            load_dir(&dir, opts)
+        }
+    }
+}
+
+/// The safetensors files of a model directory: `model.safetensors`, or the shards named by
+/// `model.safetensors.index.json` (each must exist).
+pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let index = dir.join("model.safetensors.index.json");
+    if index.is_file() {
+        let shards = hub::shard_names(&index)?;
+        let mut files = Vec::with_capacity(shards.len());
+        for s in shards {
+            let p = dir.join(&s);
+            if !p.is_file() {
+                return Err(ModelError::MissingShard { index, shard: s });
+            }
+            files.push(p);
+        }
+        return Ok(files);
+    }
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    Err(ModelError::NotFound {
+        path: single,
+        hint: " (nor model.safetensors.index.json; only safetensors weights are supported)".into(),
+    })
+}
+
+fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
+    let config_path = dir.join("config.json");
+    let json = error::read_json(&config_path)?;
+    let cfg = DecoderConfig::from_hf_json(&config_path, &json)?;
+    let tokenizer_path = dir.join("tokenizer.json");
+    let tokenizer = TextTokenizer::from_file(&tokenizer_path)?;
+    let files = weight_files(dir)?;
+    let store = Store::open_safetensors(&files)?;
+    let model_path = files.first().cloned().unwrap_or_default();
+    check_vocab(&tokenizer, &cfg, &model_path)?;
+    let vb = Weights::new(&store, opts.dtype, &opts.device);
+    let model = CausalLm::load(&vb, &cfg, None)?;
+    let add_bos_token = hf_add_bos(dir, &tokenizer, cfg.bos_token_id);
+    let (num_parameters, weight_bytes) = store.totals();
+    let info = ModelInfo {
+        architecture: cfg.architecture.clone(),
+        vocab_size: cfg.vocab_size,
+        hidden_size: cfg.hidden_size,
+        num_layers: cfg.num_layers,
+        max_position_embeddings: cfg.max_position_embeddings,
+        bos_token_id: cfg.bos_token_id,
+        eos_token_id: cfg.eos_token_id,
+        add_bos_token,
+        weight_files: files,
+        quantization: None,
+        num_parameters,
+        weight_bytes,
+    };
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        info,
+    })
+}
+
+fn load_gguf(
+    path: &Path,
+    tokenizer_json: Option<&PathBuf>,
+    opts: &LoadOptions,
+) -> Result<LoadedModel> {
+    let store = weights::open_gguf(path, opts.dequantize)?;
+    let Store::Gguf { content, .. } = &store else {
+        unreachable!("open_gguf returns a GGUF store")
+    };
+    let cfg = gguf::config(path, content)?;
+    let (tokenizer, add_bos_token) = gguf::tokenizer(path, content, tokenizer_json)?;
+    check_vocab(&tokenizer, &cfg, path)?;
+    let quant = gguf::dominant_quantization(content);
+    let freq_factors = gguf::freq_factors(&store)?;
+    // Quantized kernels run in f32; dequantized weights take the requested dtype.
+    let dtype = if opts.dequantize {
+        opts.dtype
+    } else {
+        DType::F32
+    };
+    let vb = Weights::new(&store, dtype, &opts.device);
+    let model = CausalLm::load(&vb, &cfg, freq_factors.as_deref())?;
+    let (num_parameters, weight_bytes) = store.totals();
+    let info = ModelInfo {
+        architecture: cfg.architecture.clone(),
+        vocab_size: cfg.vocab_size,
+        hidden_size: cfg.hidden_size,
+        num_layers: cfg.num_layers,
+        max_position_embeddings: cfg.max_position_embeddings,
+        bos_token_id: cfg.bos_token_id,
+        eos_token_id: cfg.eos_token_id,
+        add_bos_token,
+        weight_files: vec![path.to_path_buf()],
+        quantization: Some(if opts.dequantize {
+            format!("{quant} dequantized to {:?}", opts.dtype)
+        } else {
+            quant
+        }),
+        num_parameters,
+        weight_bytes,
+    };
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        info,
+    })
+}
+
+fn check_vocab(tokenizer: &TextTokenizer, cfg: &DecoderConfig, model: &Path) -> Result<()> {
+    let tv = tokenizer.vocab_size();
+    if tv > cfg.vocab_size {
+        return Err(ModelError::VocabMismatch {
+            tokenizer: tokenizer.source().to_path_buf(),
+            model: model.to_path_buf(),
+            tokenizer_vocab: tv,
+            model_vocab: cfg.vocab_size,
+        });
+    }
+    Ok(())
+}
+
+/// `tokenizer_config.json` `add_bos_token` if present, else whether the tokenizer's
+/// post-processor puts BOS in front.
+fn hf_add_bos(dir: &Path, tokenizer: &TextTokenizer, bos: Option<u32>) -> bool {
+    if let Ok(v) = error::read_json(&dir.join("tokenizer_config.json")) {
+        if let Some(b) = v.get("add_bos_token").and_then(|b| b.as_bool()) {
+            return b;
+        }
+    }
+    let (Ok(with), Ok(without)) = (tokenizer.encode_with_special("a"), tokenizer.encode("a"))
+    else {
+        return false;
+    };
+    with.len() > without.ids.len() && with.first().copied() == bos && bos.is_some()
+}

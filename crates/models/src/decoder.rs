@@ -1,0 +1,188 @@
+//! The Llama-family decoder (Llama, Mistral, Qwen2, Qwen3): embedding, N pre-norm blocks of
+//! attention + SwiGLU MLP, final RMSNorm, output head. Returns hidden states for every position.
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::attention::Attention;
+use crate::config::DecoderConfig;
+use crate::error::{ModelError, Result};
+use crate::layers::{Linear, Mlp, RmsNorm};
+use crate::rope::RotaryEmbedding;
+use crate::weights::Weights;
+
+#[derive(Debug, Clone)]
+struct DecoderLayer {
+    self_attn: Attention,
+    mlp: Mlp,
+    input_layernorm: RmsNorm,
+    post_attention_layernorm: RmsNorm,
+}
+
+impl DecoderLayer {
+    fn load(vb: &Weights, cfg: &DecoderConfig) -> Result<Self> {
+        Ok(Self {
+            self_attn: Attention::load(&vb.pp("self_attn"), cfg)?,
+            mlp: Mlp::load(
+                &vb.pp("mlp"),
+                cfg.hidden_size,
+                cfg.intermediate_size,
+                cfg.mlp_bias,
+            )?,
+            input_layernorm: RmsNorm::load(
+                &vb.pp("input_layernorm"),
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+            )?,
+            post_attention_layernorm: RmsNorm::load(
+                &vb.pp("post_attention_layernorm"),
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+            )?,
+        })
+    }
+
+    /// x: (B, T, hidden) -> (B, T, hidden)
+    fn forward(&self, x: &Tensor, rope: &crate::rope::RopeTables) -> Result<Tensor> {
+        let h = self
+            .self_attn
+            .forward(&self.input_layernorm.forward(x)?, rope)?;
+        let x = (x + h)?;
+        let h = self
+            .mlp
+            .forward(&self.post_attention_layernorm.forward(&x)?)?;
+        Ok((x + h)?)
+    }
+}
+
+/// A causal language model that returns final (normed) hidden states for every position, and
+/// applies the output head to rows of them on request.
+#[derive(Debug, Clone)]
+pub struct CausalLm {
+    /// (vocab, hidden)
+    embed_tokens: Tensor,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    rope: RotaryEmbedding,
+    cfg: DecoderConfig,
+    device: Device,
+    dtype: DType,
+}
+
+impl CausalLm {
+    /// `vb` is rooted at the checkpoint root (tensors `model.*`, `lm_head.*`).
+    pub fn load(vb: &Weights, cfg: &DecoderConfig, freq_factors: Option<&[f32]>) -> Result<Self> {
+        let (vocab, hidden) = (cfg.vocab_size, cfg.hidden_size);
+        let m = vb.pp("model");
+        let embed_tokens = m.pp("embed_tokens").get(&[vocab, hidden], "weight")?;
+        let layers = (0..cfg.num_layers)
+            .map(|i| DecoderLayer::load(&m.pp("layers").pp(i), cfg))
+            .collect::<Result<Vec<_>>>()?;
+        let norm = RmsNorm::load(&m.pp("norm"), hidden, cfg.rms_norm_eps)?;
+        // Tied when the config says so, or when there is no separate head.
+        let head = vb.pp("lm_head");
+        let lm_head = if !cfg.tie_word_embeddings && head.contains("weight") {
+            Linear::load(&head, hidden, vocab, false)?
+        } else {
+            // For quantized GGUF this keeps the quantized `token_embd` as the head, like llama.cpp.
+            Linear::from_qmatmul(m.pp("embed_tokens").matmul((vocab, hidden), "weight")?)
+        };
+        Ok(Self {
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            rope: RotaryEmbedding::new(cfg, freq_factors),
+            cfg: cfg.clone(),
+            device: vb.device().clone(),
+            dtype: vb.dtype(),
+        })
+    }
+
+    pub fn config(&self) -> &DecoderConfig {
+        &self.cfg
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.cfg.vocab_size
+    }
+
+    pub fn hidden_size(&self) -> usize {
+        self.cfg.hidden_size
+    }
+
+    /// ids: (B, T) u32, right-padded; `lengths[b]` = real length of row b. Returns (B, T, hidden)
+    /// in the model dtype, after the final norm. Outputs at padding positions are garbage.
+    pub fn forward_hidden(&self, ids: &Tensor, lengths: &[usize]) -> Result<Tensor> {
+        let (b, t) = ids.dims2().map_err(|_| {
+            ModelError::Input(format!(
+                "ids must have shape (B, T), found {:?}",
+                ids.dims()
+            ))
+        })?;
+        if lengths.len() != b {
+            return Err(ModelError::Input(format!(
+                "{} lengths for a batch of {b} rows",
+                lengths.len()
+            )));
+        }
+        if let Some(&l) = lengths.iter().find(|&&l| l > t) {
+            return Err(ModelError::Input(format!(
+                "length {l} exceeds the padded length {t}"
+            )));
+        }
+        if t > self.cfg.max_position_embeddings {
+            return Err(ModelError::Input(format!(
+                "sequence length {t} exceeds the model's context length {}",
+                self.cfg.max_position_embeddings
+            )));
+        }
+        let ids = ids.to_dtype(DType::U32)?.to_device(&self.device)?;
+        let flat = ids.flatten_all()?;
+        if b * t > 0 {
+            let max = flat.max(0)?.to_scalar::<u32>()?;
+            if max as usize >= self.cfg.vocab_size {
+                return Err(ModelError::Input(format!(
+                    "token id {max} is outside the model's vocabulary of {}",
+                    self.cfg.vocab_size
+                )));
+            }
+        }
+        // (B*T,) -> (B, T, hidden)
+        let mut x =
+            self.embed_tokens
+                .index_select(&flat, 0)?
+                .reshape((b, t, self.cfg.hidden_size))?;
+        let rope = self.rope.tables(t, self.dtype, &self.device)?;
+        for layer in &self.layers {
+            x = layer.forward(&x, &rope)?;
+        }
+        self.norm.forward(&x)
+    }
+
+    /// hidden_rows: (N, hidden), final norm already applied -> (N, vocab) f32 logits.
+    pub fn logits(&self, hidden_rows: &Tensor) -> Result<Tensor> {
+        let (_, h) = hidden_rows.dims2().map_err(|_| {
+            ModelError::Input(format!(
+                "hidden rows must have shape (N, hidden), found {:?}",
+                hidden_rows.dims()
+            ))
+        })?;
+        if h != self.cfg.hidden_size {
+            return Err(ModelError::Input(format!(
+                "hidden rows have width {h}, the model's hidden size is {}",
+                self.cfg.hidden_size
+            )));
+        }
+        let x = hidden_rows.to_dtype(self.dtype)?;
+        Ok(self.lm_head.forward(&x)?.to_dtype(DType::F32)?)
+    }
+}

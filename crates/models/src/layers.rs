@@ -1,0 +1,102 @@
+//! Small building blocks: projections (dense or quantized), RMSNorm, the SwiGLU MLP.
+
+use candle_core::quantized::QMatMul;
+use candle_core::{DType, Module, Tensor};
+
+use crate::error::Result;
+use crate::weights::Weights;
+
+/// y = x W^T (+ b). W is a `QMatMul`: dense for safetensors or dequantized GGUF, quantized for GGUF.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: QMatMul,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn load(vb: &Weights, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
+        let weight = vb.matmul((out_dim, in_dim), "weight")?;
+        let bias = if bias {
+            Some(vb.get(&[out_dim], "bias")?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias })
+    }
+
+    pub fn from_qmatmul(weight: QMatMul) -> Self {
+        Self { weight, bias: None }
+    }
+
+    /// x: (..., in) -> (..., out), in the dtype of x.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let in_dim = *dims.last().unwrap_or(&0);
+        // (..., in) -> (N, in): a plain 2-D matmul, no broadcast weight.
+        let x2 = x.reshape(((), in_dim))?;
+        let y = match &self.weight {
+            // Quantized kernels take f32 activations.
+            QMatMul::QTensor(_) if x.dtype() != DType::F32 => self
+                .weight
+                .forward(&x2.to_dtype(DType::F32)?)?
+                .to_dtype(x.dtype())?,
+            _ => self.weight.forward(&x2)?,
+        };
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out_dims = dims;
+        let last = out_dims.len() - 1;
+        out_dims[last] = y.dim(1)?;
+        Ok(y.reshape(out_dims)?)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f32,
+}
+
+impl RmsNorm {
+    pub fn load(vb: &Weights, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get(&[dim], "weight")?,
+            eps: eps as f32,
+        })
+    }
+
+    /// Normalizes over the last dimension.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::rms_norm(
+            &x.contiguous()?,
+            &self.weight,
+            self.eps,
+        )?)
+    }
+}
+
+/// down(silu(gate(x)) * up(x))
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl Mlp {
+    pub fn load(vb: &Weights, hidden: usize, intermediate: usize, bias: bool) -> Result<Self> {
+        Ok(Self {
+            gate_proj: Linear::load(&vb.pp("gate_proj"), hidden, intermediate, bias)?,
+            up_proj: Linear::load(&vb.pp("up_proj"), hidden, intermediate, bias)?,
+            down_proj: Linear::load(&vb.pp("down_proj"), intermediate, hidden, bias)?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gate = candle_nn::ops::silu(&self.gate_proj.forward(x)?)?;
+        let up = self.up_proj.forward(x)?;
+        self.down_proj.forward(&(gate * up)?)
+    }
+}
