@@ -65,14 +65,19 @@ def enc_tree(obj):
 # --------------------------------------------------------------------------
 
 def log_softmax(x32: np.ndarray) -> np.ndarray:
-    """log p in float64. ln Z via log1p of the non-max mass for precision."""
+    """log p in float64, as (x - m) - ln Z with Z = Σ exp(x - m).
+
+    Subtracting the max first (rather than x - logsumexp(x)) keeps log p
+    exact to ~1e-16 absolute even when |m| is large (e.g. 3e4), and ln Z is
+    taken via log1p of the non-max mass so peaked rows keep full relative
+    precision."""
     x = x32.astype(np.float64)
     m = x.max()
-    e = np.exp(x - m)
+    d = x - m
+    e = np.exp(d)
     amax = int(np.argmax(x))
     rest = np.delete(e, amax).sum()
-    lse = m + np.log1p(rest)
-    return x - lse
+    return d - np.log1p(rest)
 
 
 def token_stats(x32: np.ndarray, target: int) -> dict:
