@@ -143,7 +143,14 @@ impl DecoderConfig {
             num_kv_heads,
             head_dim,
             rms_norm_eps: c.f64("rms_norm_eps")?,
-            rope_theta: c.opt_f64("rope_theta")?.unwrap_or(10_000.0),
+            rope_theta: match c.opt_f64("rope_theta")? {
+                Some(t) => t,
+                None => json
+                    .get("rope_parameters")
+                    .and_then(|p| p.get("rope_theta"))
+                    .and_then(Value::as_f64)
+                    .unwrap_or(10_000.0),
+            },
             rope_dim: head_dim,
             rope_scaling,
             rope_layout: RopeLayout::Half,
@@ -162,7 +169,13 @@ impl DecoderConfig {
 }
 
 fn parse_rope_scaling(c: &Keys) -> Result<RopeScaling> {
-    let Some(rs) = c.json.get("rope_scaling").filter(|v| !v.is_null()) else {
+    // Hub layout: `rope_scaling`; transformers >= 5 layout: `rope_parameters`.
+    let Some(rs) = c
+        .json
+        .get("rope_scaling")
+        .filter(|v| !v.is_null())
+        .or_else(|| c.json.get("rope_parameters").filter(|v| !v.is_null()))
+    else {
         return Ok(RopeScaling::None);
     };
     let kind = rs

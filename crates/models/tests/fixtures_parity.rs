@@ -1,0 +1,171 @@
+//! Every tiny fixture model against the transformers reference: both rows as ONE right-padded
+//! batch, logits in chunks, log-softmax in f64, every target log-prob and entropy within 1e-4.
+
+mod common;
+
+use candle_core::quantized::GgmlDType;
+use common::*;
+use surprisal_models::{load, ModelSource};
+
+const TOL: f64 = 1e-4;
+
+fn check_fixture(name: &str) {
+    let dir = fixture(name);
+    let reference = read_json(&dir.join("reference.json"));
+    let loaded =
+        load(&ModelSource::Dir(dir.clone()), &cpu_f32()).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(
+        loaded.info.architecture,
+        reference["architecture"].as_str().unwrap()
+    );
+    let rows = u32_rows(&reference["rows"]);
+    assert!(rows[0].len() != rows[1].len());
+
+    // Tokenizer: encode(texts[r]) == rows[r][1:]
+    for (r, text) in reference["texts"].as_array().unwrap().iter().enumerate() {
+        let enc = loaded.tokenizer.encode(text.as_str().unwrap()).unwrap();
+        assert_eq!(enc.ids, rows[r][1..], "{name}: tokenization of row {r}");
+        assert_eq!(enc.ids.len(), enc.byte_spans.len());
+    }
+
+    let (lps, ents) = score_rows(&loaded.model, &rows, 96);
+    let want_lp = f64_rows(&reference["target_logprobs"]);
+    let want_ent = f64_rows(&reference["entropy_nats"]);
+    for r in 0..rows.len() {
+        let (max_lp, mean_lp) = diff_stats(&lps[r], &want_lp[r]);
+        let (max_e, _) = diff_stats(&ents[r], &want_ent[r]);
+        println!("{name} row {r}: logprob max|Δ| {max_lp:.2e} mean {mean_lp:.2e}; entropy max|Δ| {max_e:.2e}");
+        assert!(max_lp <= TOL, "{name} row {r}: max |Δ logprob| = {max_lp}");
+        assert!(max_e <= TOL, "{name} row {r}: max |Δ entropy| = {max_e}");
+    }
+
+    // Raw logits sample.
+    let s = &reference["logits_sample"];
+    let r = s["row"].as_u64().unwrap() as usize;
+    let t = rows.iter().map(Vec::len).max().unwrap();
+    let ids = candle_core::Tensor::from_vec(
+        rows[r].clone(),
+        (1, rows[r].len()),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let hidden = loaded.model.forward_hidden(&ids, &[rows[r].len()]).unwrap();
+    assert!(t >= rows[r].len());
+    for (i, p) in s["positions"].as_array().unwrap().iter().enumerate() {
+        let p = p.as_u64().unwrap() as usize;
+        let h = hidden.get(0).unwrap().narrow(0, p, 1).unwrap();
+        let got: Vec<f32> = loaded
+            .model
+            .logits(&h)
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let want = f64_vec(&s["logits"][i]);
+        let got: Vec<f64> = got.iter().map(|&x| x as f64).collect();
+        let (max, _) = diff_stats(&got, &want);
+        assert!(
+            max <= TOL,
+            "{name}: logits at position {p}: max |Δ| = {max}"
+        );
+    }
+}
+
+#[test]
+fn llama() {
+    check_fixture("llama");
+}
+
+#[test]
+fn llama3_rope() {
+    check_fixture("llama3_rope");
+}
+
+#[test]
+fn llama_untied() {
+    check_fixture("llama_untied");
+}
+
+#[test]
+fn llama_sharded() {
+    check_fixture("llama_sharded");
+}
+
+#[test]
+fn mistral() {
+    check_fixture("mistral");
+}
+
+#[test]
+fn qwen2() {
+    check_fixture("qwen2");
+}
+
+#[test]
+fn qwen3() {
+    check_fixture("qwen3");
+}
+
+/// The llama fixture converted to GGUF like llama.cpp does (Q/K rows permuted for interleaved
+/// RoPE, tokenizer in metadata): F32 must match the reference to 1e-4, Q8_0 approximately, and
+/// the GGUF-built tokenizer must tokenize like tokenizer.json.
+#[test]
+fn llama_as_gguf() {
+    let dir = fixture("llama");
+    let reference = read_json(&dir.join("reference.json"));
+    let rows = u32_rows(&reference["rows"]);
+    let want_lp = f64_rows(&reference["target_logprobs"]);
+    let tmp = tempfile::tempdir().unwrap();
+    // Q8_0 tolerances: this random tiny model is very sensitive to weight rounding
+    // (observed mean |Δ| ≈ 0.07-0.09, max ≈ 0.65, with or without quantized activations).
+    for (quant, dequantize, tol_max, tol_mean) in [
+        (GgmlDType::F32, false, TOL, TOL),
+        (GgmlDType::Q8_0, false, 1.5, 0.15),
+        (GgmlDType::Q8_0, true, 1.5, 0.15),
+    ] {
+        let path = tmp.path().join(format!("llama-{quant:?}.gguf"));
+        llama_fixture_to_gguf(&dir, &path, quant);
+        let mut opts = cpu_f32();
+        opts.dequantize = dequantize;
+        let loaded = load(
+            &ModelSource::Gguf {
+                path: path.clone(),
+                tokenizer_json: None,
+            },
+            &opts,
+        )
+        .unwrap();
+        assert_eq!(loaded.info.architecture, "LlamaForCausalLM");
+        assert!(!loaded.info.add_bos_token);
+        for (r, text) in reference["texts"].as_array().unwrap().iter().enumerate() {
+            let enc = loaded.tokenizer.encode(text.as_str().unwrap()).unwrap();
+            assert_eq!(enc.ids, rows[r][1..], "GGUF tokenizer, row {r}");
+        }
+        let (lps, _) = score_rows(&loaded.model, &rows, 128);
+        for r in 0..rows.len() {
+            let (max, mean) = diff_stats(&lps[r], &want_lp[r]);
+            println!(
+                "gguf {quant:?} dequantize={dequantize} row {r}: max|Δ| {max:.2e} mean {mean:.2e}"
+            );
+            assert!(max <= tol_max, "gguf {quant:?} row {r}: max |Δ| = {max}");
+            assert!(
+                mean <= tol_mean,
+                "gguf {quant:?} row {r}: mean |Δ| = {mean}"
+            );
+        }
+        // Same vocabulary as tokenizer.json: fingerprints agree, and passing it is accepted.
+        let with_json = load(
+            &ModelSource::Gguf {
+                path,
+                tokenizer_json: Some(dir.join("tokenizer.json")),
+            },
+            &opts,
+        )
+        .unwrap();
+        assert_eq!(
+            with_json.tokenizer.fingerprint(),
+            loaded.tokenizer.fingerprint()
+        );
+    }
+}
