@@ -166,20 +166,16 @@ pub fn pair_stats_with(
     // *centered* terms (rather than Σ p δ - c) keeps the result accurate when
     // both rows carry a large common offset.
     let c = (r_norm.max + r_norm.ln_z) - (m_norm.max + m_norm.ln_z);
-    let mut acc = [0.0f64; 4];
     let n = reference_logits.len();
     let e_ref = &scratch.reference[..n];
-    let mut i = 0;
-    while i + 4 <= n {
-        for lane in 0..4 {
-            let j = i + lane;
-            acc[lane] += kl_term(e_ref[j], reference_logits[j], model_logits[j], c);
-        }
-        i += 4;
-    }
-    while i < n {
-        acc[0] += kl_term(e_ref[i], reference_logits[i], model_logits[i], c);
-        i += 1;
+    let mut acc = [0.0f64; 4];
+    for (j, ((&e, &xr), &xm)) in e_ref
+        .iter()
+        .zip(reference_logits)
+        .zip(model_logits)
+        .enumerate()
+    {
+        acc[j % 4] += kl_term(e, xr, xm, c);
     }
     let kl_nats = ((acc[0] + acc[1]) + (acc[2] + acc[3])) / r_norm.z;
 
@@ -217,6 +213,12 @@ struct RowNorm {
     ln_z: f64,
 }
 
+/// NaN or `+inf`: the logits we refuse (`-inf` is a legal mask).
+#[inline(always)]
+fn is_rejected(x: f32) -> bool {
+    x.is_nan() || x == f32::INFINITY
+}
+
 /// Validation + max/argmax/rank pass. Returns `(max, argmax, rank)`.
 fn scan(logits: &[f32], target: u32) -> Result<(f32, usize, u64), MetricsError> {
     if logits.is_empty() {
@@ -240,22 +242,18 @@ fn scan(logits: &[f32], target: u32) -> Result<(f32, usize, u64), MetricsError> 
     for chunk in chunks {
         for lane in 0..L {
             let x = chunk[lane];
-            bad[lane] |= !(x < f32::INFINITY);
+            bad[lane] |= is_rejected(x);
             mx[lane] = if x > mx[lane] { x } else { mx[lane] };
             gt[lane] += u64::from(x > x_t);
         }
     }
     for &x in rest {
-        bad[0] |= !(x < f32::INFINITY);
+        bad[0] |= is_rejected(x);
         mx[0] = if x > mx[0] { x } else { mx[0] };
         gt[0] += u64::from(x > x_t);
     }
     if bad.iter().any(|&b| b) {
-        if let Some((index, &value)) = logits
-            .iter()
-            .enumerate()
-            .find(|(_, &x)| !(x < f32::INFINITY))
-        {
+        if let Some((index, &value)) = logits.iter().enumerate().find(|(_, &x)| is_rejected(x)) {
             return Err(MetricsError::NonFiniteLogit { index, value });
         }
     }

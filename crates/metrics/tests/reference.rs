@@ -75,7 +75,29 @@ fn rows(reference: &Value) -> HashMap<String, Vec<f32>> {
     out
 }
 
+thread_local! {
+    /// Worst observed relative deviation (for |expected| > 1e-6), reported
+    /// with `--nocapture` to show how much headroom the tolerance has.
+    static WORST_REL: std::cell::Cell<(f64, String)> = const { std::cell::Cell::new((0.0, String::new())) };
+}
+
+fn report_worst(test: &str) {
+    let (rel, what) = WORST_REL.with(|w| w.take());
+    eprintln!("{test}: worst relative deviation from NumPy {rel:e} at {what}");
+}
+
 fn assert_close(actual: f64, expected: f64, what: &str) {
+    if expected.is_finite() && expected.abs() > 1e-6 {
+        let rel = (actual - expected).abs() / expected.abs();
+        WORST_REL.with(|w| {
+            let cur = w.take();
+            w.set(if rel > cur.0 {
+                (rel, what.to_string())
+            } else {
+                cur
+            });
+        });
+    }
     if !expected.is_finite() {
         assert!(
             actual == expected || (expected.is_nan() && actual.is_nan()),
@@ -142,6 +164,7 @@ fn token_stats_match_numpy() {
         let stats = token_stats(&rows[name], target).unwrap_or_else(|e| panic!("{what}: {e}"));
         check_token(&stats, &case["expected"], &what);
     }
+    report_worst("token_stats");
 }
 
 #[test]
@@ -177,6 +200,7 @@ fn pair_stats_match_numpy() {
             assert_eq!(p.kl_nats, 0.0, "identical rows must give exactly zero KL");
         }
     }
+    report_worst("pair_stats");
 }
 
 /// Recursively compares a serialized summary with the NumPy JSON: identical
@@ -263,6 +287,7 @@ fn compare_summary_matches_numpy() {
         &r["aggregate"]["compare_summary"],
         "compare_summary",
     );
+    report_worst("compare_summary");
 }
 
 #[test]
