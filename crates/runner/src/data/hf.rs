@@ -158,7 +158,10 @@ fn lookup_cache(
             .filter(|r| matches_split(r, config, split))
             .collect();
         if rels.is_empty() {
-            tried.push(format!("{rev} ({}) has no {config}/{split} parquet files", &commit));
+            tried.push(format!(
+                "{rev} ({}) has no {config}/{split} parquet files",
+                &commit
+            ));
             continue;
         }
         rels.sort();
@@ -167,12 +170,7 @@ fn lookup_cache(
     Err(tried.join("; "))
 }
 
-fn download(
-    root: &Path,
-    name: &str,
-    config: &str,
-    split: &str,
-) -> Result<Vec<PathBuf>, String> {
+fn download(root: &Path, name: &str, config: &str, split: &str) -> Result<Vec<PathBuf>, String> {
     use hf_hub::api::sync::ApiBuilder;
     let api = ApiBuilder::from_cache(hf_hub::Cache::new(root.to_path_buf()))
         .with_progress(false)

@@ -70,9 +70,7 @@ impl JsonlReader {
             self.offset += n as u64;
             let line = match std::str::from_utf8(&self.buf) {
                 Ok(s) => s,
-                Err(e) => {
-                    return Some(Err(utf8_error(&self.path, &self.buf, e, start, self.line)))
-                }
+                Err(e) => return Some(Err(utf8_error(&self.path, &self.buf, e, start, self.line))),
             };
             let trimmed = line.trim_matches(|c: char| c.is_ascii_whitespace());
             if trimmed.is_empty() {
@@ -125,7 +123,10 @@ impl JsonlReader {
                     map.insert(self.field.clone(), other);
                     Err(bad(problem, keys_of(&map)))
                 }
-                None => Err(bad(format!("missing field {:?}", self.field), keys_of(&map))),
+                None => Err(bad(
+                    format!("missing field {:?}", self.field),
+                    keys_of(&map),
+                )),
             });
         }
     }

@@ -350,9 +350,11 @@ impl Iterator for DocumentStream {
     }
 }
 
-/// Open the corpus as a stream of documents. Resolution errors (missing path,
-/// HF dataset not cached, ...) are returned here; per-record errors come out
-/// of the stream.
+/// Open the corpus as a stream of documents. Only resolution errors (missing
+/// path, directory without `*.txt`, HF dataset not cached / not found, bad
+/// spec) are returned here; files are opened lazily, so everything else — a
+/// file's I/O error, Parquet schema problems (missing / non-string column),
+/// bad records — comes out of the stream (then the stream ends).
 pub fn open(spec: &DataSpec) -> Result<DocumentStream, DataError> {
     let files = resolve_files(spec)?;
     Ok(DocumentStream {

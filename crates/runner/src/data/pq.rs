@@ -39,11 +39,10 @@ fn perr(path: &Path, at: String, e: impl std::fmt::Display) -> DataError {
 impl ParquetReader {
     pub(crate) fn open(path: &Path, column: &str) -> Result<Self, DataError> {
         let f = File::open(path).map_err(|e| DataError::io(path, e))?;
-        let builder =
-            ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| perr(path, String::new(), e))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(f)
+            .map_err(|e| perr(path, String::new(), e))?;
         let fields = builder.schema().fields();
-        let Some((idx, field)) = fields.iter().enumerate().find(|(_, f)| f.name() == column)
-        else {
+        let Some((idx, field)) = fields.iter().enumerate().find(|(_, f)| f.name() == column) else {
             return Err(DataError::MissingColumn {
                 path: path.to_path_buf(),
                 column: column.to_string(),
