@@ -64,6 +64,10 @@ def main():
     args = ap.parse_args()
 
     ensure_built()
+    try:
+        import diskcache  # noqa: F401  (a hard import of llama_cpp; not in the base venv)
+    except ImportError:
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "diskcache"], check=True, stdout=sys.stderr)
     os.environ["LLAMA_CPP_LIB_PATH"] = LIBDIR
     sys.path.insert(0, SDIST)
     import numpy as np
