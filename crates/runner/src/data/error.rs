@@ -122,20 +122,16 @@ pub enum DataError {
         message: String,
     },
     /// A Hugging Face dataset that is neither cached nor downloadable.
-    #[error("hf://datasets/{name}/{config}/{split}: not in the Hugging Face cache {cache} ({detail}); hint: {hint}")]
+    #[error("{dataset}: not in the Hugging Face cache {cache} ({detail}); hint: {hint}")]
     HfNotCached {
-        /// Dataset repo id.
-        name: String,
-        /// Config.
-        config: String,
-        /// Split.
-        split: String,
+        /// `hf://datasets/NAME/CONFIG/SPLIT`.
+        dataset: String,
         /// Cache root searched.
         cache: PathBuf,
         /// What was looked for / why the download failed.
         detail: String,
         /// What to do.
-        hint: String,
+        hint: &'static str,
     },
 }
 

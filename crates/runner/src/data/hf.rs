@@ -218,13 +218,11 @@ pub fn resolve(
     split: &str,
 ) -> Result<Vec<PathBuf>, DataError> {
     let root = opts.cache_root();
-    let err = |detail: String, hint: &str| DataError::HfNotCached {
-        name: name.to_string(),
-        config: config.to_string(),
-        split: split.to_string(),
+    let err = |detail: String, hint: &'static str| DataError::HfNotCached {
+        dataset: format!("hf://datasets/{name}/{config}/{split}"),
         cache: root.clone(),
         detail,
-        hint: hint.to_string(),
+        hint,
     };
     let cached = match lookup_cache(&root, name, config, split) {
         Ok(files) => return Ok(files),
