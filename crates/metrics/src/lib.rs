@@ -92,7 +92,11 @@
 //!
 //! Every aggregate implements `merge`: `a.merge(&b)` equals (to rounding) a
 //! single aggregate fed both streams, so shards can be scored in parallel.
-//! All aggregates are serde-serializable for checkpointing.
+//! All aggregates are serde-serializable for checkpointing; in human-readable
+//! formats (JSON) their non-finite internal values are written as the strings
+//! `"nan"`, `"inf"`, `"-inf"` so checkpoints round-trip (plain `serde_json`
+//! would write `null` and then fail to read it back). Summaries are plain
+//! output structs: their NaN/inf fields serialize as `null` in JSON.
 //!
 //! ## Performance
 //!
@@ -112,6 +116,7 @@ mod mean;
 mod position_bins;
 mod quantiles;
 mod row;
+mod serde_f64;
 
 pub use calibration::{ece_bin_index, CalibrationAccumulator, CalibrationBin, ECE_BINS};
 pub use compare_aggregate::{CompareAggregate, CompareSummary};

@@ -15,11 +15,15 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct MeanStat {
     count: u64,
+    #[serde(with = "crate::serde_f64::scalar")]
     mean: f64,
     /// Σ (x - mean)², maintained incrementally.
+    #[serde(with = "crate::serde_f64::scalar")]
     m2: f64,
     /// Neumaier running sum and its compensation term.
+    #[serde(with = "crate::serde_f64::scalar")]
     sum: f64,
+    #[serde(with = "crate::serde_f64::scalar")]
     sum_comp: f64,
 }
 

@@ -113,6 +113,7 @@ pub fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
 /// hundreds of MB, which is the price of exactness.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct QuantileSample {
+    #[serde(with = "crate::serde_f64::vec")]
     values: Vec<f64>,
 }
 

@@ -272,3 +272,38 @@ fn empty_aggregates_summarise_without_panicking() {
     assert!(c.kl_nats_quantiles.p50.is_nan());
     assert!(c.top1_agreement.is_nan());
 }
+
+#[test]
+fn checkpoints_with_non_finite_values_round_trip_through_json() {
+    // Masked target → NLL = +inf (Welford M2 becomes NaN); model masks a
+    // token the reference supports → KL = +inf (kept in the quantile sample).
+    let inf_pair = pair_stats(&[0.0, f32::NEG_INFINITY], &[0.0, 0.0], 1).unwrap();
+    let ok_pair = pair_stats(&[0.0, 1.0, 2.0], &[2.0, 1.0, 0.0], 2).unwrap();
+    let mut agg = CompareAggregate::new();
+    agg.push(&ok_pair, 0);
+    agg.push(&inf_pair, 5);
+    let json = serde_json::to_string(&agg).unwrap();
+    let back: CompareAggregate = serde_json::from_str(&json).unwrap();
+    // Not compared as strings: serde_json without its `float_roundtrip`
+    // feature may parse a float 1 ulp off, so compare to 1e-12 instead.
+    json_close(
+        &serde_json::to_value(&back).unwrap(),
+        &serde_json::from_str::<Value>(&json).unwrap(),
+        "checkpoint",
+    )
+    .unwrap();
+    let s = back.summary(None, None);
+    assert_eq!(s.kl_nats_quantiles.max, f64::INFINITY);
+    assert_eq!(s.model.mean_nll_nats, f64::INFINITY);
+    // A finite checkpoint round-trips to an equal value.
+    let mut fin = EvalAggregate::new();
+    fin.push(&ok_pair.model, 3);
+    fin.push(&ok_pair.reference, 9);
+    let back: EvalAggregate = serde_json::from_str(&serde_json::to_string(&fin).unwrap()).unwrap();
+    json_close(
+        &serde_json::to_value(back.summary(None, None)).unwrap(),
+        &serde_json::to_value(fin.summary(None, None)).unwrap(),
+        "finite checkpoint",
+    )
+    .unwrap();
+}
