@@ -1,10 +1,29 @@
-//! surprisal-runner: the evaluation core (protocols, engine, reports, resume).
+//! surprisal-runner: the evaluation core.
+//!
+//! * [`protocol`]: window planning (`sliding`, `chunks`, `rolling`).
+//! * [`model`]: the [`Tokenize`] / [`Scorer`] traits the CLI implements.
+//! * [`engine`]: [`evaluate`] and [`compare`].
+//! * [`report`], [`rows`], [`checkpoint`]: `summary.json`, per-token rows,
+//!   resume.
+//! * [`data`], [`words`]: dataset readers and per-word surprisal.
 
+pub mod checkpoint;
 pub mod data;
 pub mod document;
+pub mod engine;
 pub mod error;
+pub mod model;
+pub mod progress;
 pub mod protocol;
+pub mod report;
+pub mod rows;
 pub mod words;
 
 pub use document::Document;
+pub use engine::{compare, evaluate, RunOptions, RunOutcome};
 pub use error::{Result, RunError};
+pub use model::{Encoded, Scorer, Tokenize};
+pub use progress::{BarProgress, NoProgress, Progress};
+pub use protocol::{BosMode, ProtocolConfig, ProtocolKind};
+pub use report::{DataProvenance, FileDigest, ModelProvenance, Provenance};
+pub use rows::RowsFormat;

@@ -1,0 +1,801 @@
+//! The evaluation engine: documents → tokens → windows → batched forwards →
+//! per-token statistics → aggregates, per-token rows, checkpoints, summary.
+//!
+//! Entry points: [`evaluate`] (one model) and [`compare`] (a model against a
+//! reference model, in lockstep on the same windows).
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use surprisal_metrics::{
+    pair_stats, token_stats, CompareAggregate, CompareSummary, EvalAggregate, EvalSummary,
+    MetricsError,
+};
+
+use crate::checkpoint::{self, Checkpoint, Fingerprint};
+use crate::document::Document;
+use crate::error::{Result, RunError};
+use crate::model::{Scorer, Tokenize};
+use crate::progress::Progress;
+use crate::protocol::{
+    DocTotals, ModelTokens, Planner, ProtocolConfig, ProtocolKind, ResolvedProtocol, ScoredToken,
+    Window,
+};
+use crate::report::{now_rfc3339, write_json_atomic, ProtocolReport, Provenance, SummaryFile};
+use crate::rows::{RowSink, RowsFormat, TokenRow};
+
+/// File name of the summary inside `--out`.
+pub const SUMMARY_FILE: &str = "summary.json";
+
+/// How to run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunOptions {
+    /// Protocol parameters.
+    pub protocol: ProtocolConfig,
+    /// Windows per forward pass.
+    pub batch_size: usize,
+    /// Most `(row, position)` logit rows materialized at once.
+    pub logit_chunk_rows: usize,
+    /// Output directory (`summary.json`, token rows, checkpoint).
+    pub out_dir: Option<PathBuf>,
+    /// Per-token rows format (needs `out_dir` unless `None`).
+    pub rows: RowsFormat,
+    /// Continue the checkpoint in `out_dir` (a missing checkpoint starts a
+    /// fresh run).
+    pub resume: bool,
+    /// Minimum time between checkpoints (zero = after every batch).
+    pub checkpoint_interval: Duration,
+}
+
+impl RunOptions {
+    /// Defaults: batch 1, 256 logit rows per chunk, no output, 30 s
+    /// checkpoints.
+    pub fn new(protocol: ProtocolConfig) -> Self {
+        RunOptions {
+            protocol,
+            batch_size: 1,
+            logit_chunk_rows: 256,
+            out_dir: None,
+            rows: RowsFormat::None,
+            resume: false,
+            checkpoint_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Result of a run.
+#[derive(Clone, Debug)]
+pub struct RunOutcome<S> {
+    /// The metrics.
+    pub summary: S,
+    /// Windows evaluated.
+    pub windows: u64,
+    /// Scored tokens per second of engine wall time (cumulative over resumed
+    /// sessions).
+    pub tokens_per_second: f64,
+    /// Engine wall time (s), cumulative.
+    pub elapsed_seconds: f64,
+    /// The written `summary.json`, if `out_dir` was given.
+    pub summary_path: Option<PathBuf>,
+    /// The written token rows file, if any.
+    pub rows_path: Option<PathBuf>,
+    /// Whether this call only reloaded an already complete run.
+    pub already_complete: bool,
+}
+
+/// Evaluates `scorer` on `documents`.
+///
+/// `documents` yields documents in corpus order (their errors are reported
+/// as [`RunError::Data`]). See [`RunOptions`] for output / resume behaviour.
+pub fn evaluate<T, S, I, E>(
+    tokenizer: &T,
+    scorer: &S,
+    documents: I,
+    opts: &RunOptions,
+    provenance: &Provenance,
+    progress: &mut dyn Progress,
+) -> Result<RunOutcome<EvalSummary>>
+where
+    T: Tokenize + ?Sized,
+    S: Scorer,
+    I: IntoIterator<Item = std::result::Result<Document, E>>,
+    E: std::fmt::Display,
+{
+    run(
+        &EvalMode { s: scorer },
+        tokenizer,
+        documents,
+        opts,
+        provenance,
+        progress,
+    )
+}
+
+/// Scores `model` against `reference` on identical windows (same tokenizer):
+/// per-token KL, NLL difference, top-1 agreement, both models' summaries.
+pub fn compare<T, S, R, I, E>(
+    tokenizer: &T,
+    model: &S,
+    reference: &R,
+    documents: I,
+    opts: &RunOptions,
+    provenance: &Provenance,
+    progress: &mut dyn Progress,
+) -> Result<RunOutcome<CompareSummary>>
+where
+    T: Tokenize + ?Sized,
+    S: Scorer,
+    R: Scorer,
+    I: IntoIterator<Item = std::result::Result<Document, E>>,
+    E: std::fmt::Display,
+{
+    if model.vocab_size() != reference.vocab_size() {
+        return Err(RunError::Config(format!(
+            "cannot compare models with different vocabularies: the model has {} logits per token, the reference {}",
+            model.vocab_size(),
+            reference.vocab_size()
+        )));
+    }
+    if provenance.reference_model.is_none() {
+        return Err(RunError::Config(
+            "compare needs provenance.reference_model".into(),
+        ));
+    }
+    run(
+        &CompareMode {
+            m: model,
+            r: reference,
+        },
+        tokenizer,
+        documents,
+        opts,
+        provenance,
+        progress,
+    )
+}
+
+/// `len(re.split(r"\s+", text))`, lm-eval's word count for wikitext
+/// `word_perplexity`: one more than the number of maximal whitespace runs
+/// (so leading/trailing whitespace counts an empty word, like Python).
+/// Whitespace is Python's `str.isspace` (Unicode White_Space plus
+/// U+001C..U+001F).
+pub fn lm_eval_word_count(text: &str) -> u64 {
+    let is_space = |c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c);
+    let mut runs = 0u64;
+    let mut in_run = false;
+    for c in text.chars() {
+        let s = is_space(c);
+        if s && !in_run {
+            runs += 1;
+        }
+        in_run = s;
+    }
+    runs + 1
+}
+
+/// One scored token of a batch: `(row in batch, token)`.
+type Item = (usize, ScoredToken);
+
+/// What differs between eval and compare.
+trait Mode {
+    type Agg: Default + Clone + Serialize + DeserializeOwned;
+    type Summary: Serialize;
+    const NAME: &'static str;
+    fn max_context(&self) -> Option<usize>;
+    fn count(agg: &Self::Agg) -> u64;
+    fn summary(agg: &Self::Agg, bytes: Option<u64>, words: Option<u64>) -> Self::Summary;
+    #[allow(clippy::too_many_arguments)]
+    fn score_batch(
+        &self,
+        inputs: &[&[u32]],
+        items: &[Item],
+        chunk_rows: usize,
+        agg: &mut Self::Agg,
+        rows: Option<&mut Vec<TokenRow>>,
+        token_text: &dyn Fn(u32) -> String,
+        on_error: &dyn Fn(&ScoredToken, MetricsError) -> RunError,
+    ) -> Result<()>;
+}
+
+fn check_logits(got: usize, pairs: usize, vocab: usize) -> Result<()> {
+    if got != pairs * vocab {
+        return Err(RunError::Model(format!(
+            "Scorer::logits returned {got} values for {pairs} positions of vocabulary {vocab}"
+        )));
+    }
+    Ok(())
+}
+
+fn base_row(st: &ScoredToken, ts: &surprisal_metrics::TokenStats, text: String) -> TokenRow {
+    TokenRow {
+        doc: st.token.doc as u64,
+        index: st.token.index as u64,
+        token_id: st.token.id,
+        token: text,
+        byte_start: st.token.byte_start as u64,
+        byte_end: st.token.byte_end as u64,
+        nll_nats: ts.nll_nats,
+        entropy_nats: ts.entropy_nats,
+        varentropy_nats2: ts.varentropy_nats2,
+        top1_id: ts.top1_id,
+        top1_prob: ts.top1_prob,
+        target_rank: ts.target_rank,
+        context_len: st.context_len() as u64,
+        kl_nats: None,
+        ref_nll_nats: None,
+        ref_top1_id: None,
+    }
+}
+
+struct EvalMode<'a, S> {
+    s: &'a S,
+}
+
+impl<S: Scorer> Mode for EvalMode<'_, S> {
+    type Agg = EvalAggregate;
+    type Summary = EvalSummary;
+    const NAME: &'static str = "eval";
+    fn max_context(&self) -> Option<usize> {
+        self.s.max_context()
+    }
+    fn count(agg: &EvalAggregate) -> u64 {
+        agg.count()
+    }
+    fn summary(agg: &EvalAggregate, bytes: Option<u64>, words: Option<u64>) -> EvalSummary {
+        agg.summary(bytes, words)
+    }
+    fn score_batch(
+        &self,
+        inputs: &[&[u32]],
+        items: &[Item],
+        chunk_rows: usize,
+        agg: &mut EvalAggregate,
+        mut rows: Option<&mut Vec<TokenRow>>,
+        token_text: &dyn Fn(u32) -> String,
+        on_error: &dyn Fn(&ScoredToken, MetricsError) -> RunError,
+    ) -> Result<()> {
+        let v = self.s.vocab_size();
+        let hidden = self.s.forward(inputs)?;
+        let mut buf = Vec::new();
+        let mut pairs = Vec::with_capacity(chunk_rows);
+        for chunk in items.chunks(chunk_rows) {
+            pairs.clear();
+            pairs.extend(chunk.iter().map(|(r, st)| (*r, st.position)));
+            buf.clear();
+            self.s.logits(&hidden, &pairs, &mut buf)?;
+            check_logits(buf.len(), pairs.len(), v)?;
+            for ((_, st), logits) in chunk.iter().zip(buf.chunks_exact(v)) {
+                let ts = token_stats(logits, st.token.id).map_err(|e| on_error(st, e))?;
+                agg.push(&ts, st.context_len());
+                if let Some(rows) = rows.as_deref_mut() {
+                    rows.push(base_row(st, &ts, token_text(st.token.id)));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+struct CompareMode<'a, S, R> {
+    m: &'a S,
+    r: &'a R,
+}
+
+impl<S: Scorer, R: Scorer> Mode for CompareMode<'_, S, R> {
+    type Agg = CompareAggregate;
+    type Summary = CompareSummary;
+    const NAME: &'static str = "compare";
+    fn max_context(&self) -> Option<usize> {
+        match (self.m.max_context(), self.r.max_context()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+    fn count(agg: &CompareAggregate) -> u64 {
+        agg.count()
+    }
+    fn summary(agg: &CompareAggregate, bytes: Option<u64>, words: Option<u64>) -> CompareSummary {
+        agg.summary(bytes, words)
+    }
+    fn score_batch(
+        &self,
+        inputs: &[&[u32]],
+        items: &[Item],
+        chunk_rows: usize,
+        agg: &mut CompareAggregate,
+        mut rows: Option<&mut Vec<TokenRow>>,
+        token_text: &dyn Fn(u32) -> String,
+        on_error: &dyn Fn(&ScoredToken, MetricsError) -> RunError,
+    ) -> Result<()> {
+        let v = self.m.vocab_size();
+        let hm = self.m.forward(inputs)?;
+        let hr = self.r.forward(inputs)?;
+        let (mut bm, mut br) = (Vec::new(), Vec::new());
+        let mut pairs = Vec::with_capacity(chunk_rows);
+        for chunk in items.chunks(chunk_rows) {
+            pairs.clear();
+            pairs.extend(chunk.iter().map(|(r, st)| (*r, st.position)));
+            bm.clear();
+            br.clear();
+            self.m.logits(&hm, &pairs, &mut bm)?;
+            self.r.logits(&hr, &pairs, &mut br)?;
+            check_logits(bm.len(), pairs.len(), v)?;
+            check_logits(br.len(), pairs.len(), v)?;
+            for (((_, st), lm), lr) in chunk.iter().zip(bm.chunks_exact(v)).zip(br.chunks_exact(v))
+            {
+                let ps = pair_stats(lm, lr, st.token.id).map_err(|e| on_error(st, e))?;
+                agg.push(&ps, st.context_len());
+                if let Some(rows) = rows.as_deref_mut() {
+                    let mut row = base_row(st, &ps.model, token_text(st.token.id));
+                    row.kl_nats = Some(ps.kl_nats);
+                    row.ref_nll_nats = Some(ps.reference.nll_nats);
+                    row.ref_top1_id = Some(ps.reference.top1_id);
+                    rows.push(row);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Estimated tokens to score, when limits make it knowable.
+fn expected_tokens(p: &ResolvedProtocol) -> Option<u64> {
+    match p.kind {
+        ProtocolKind::Chunks => p
+            .max_chunks
+            .map(|k| k * (p.window as u64 - p.window as u64 / 2 - 1)),
+        _ => p.max_tokens,
+    }
+}
+
+fn build_fingerprint(
+    mode: &str,
+    tokenizer: &dyn Fn() -> String,
+    p: &ResolvedProtocol,
+    opts: &RunOptions,
+    prov: &Provenance,
+) -> Fingerprint {
+    Fingerprint {
+        mode: mode.into(),
+        model: prov.model.reference.clone(),
+        model_files: prov.model.files.clone(),
+        reference_model: prov
+            .reference_model
+            .as_ref()
+            .map(|r| (r.reference.clone(), r.files.clone())),
+        tokenizer: tokenizer(),
+        data_sha256: prov.data.sha256.clone(),
+        protocol: p.kind.name().into(),
+        window: p.window,
+        stride: p.stride,
+        bos: opts.protocol.bos.name().into(),
+        bos_token: p.bos,
+        max_tokens: p.max_tokens,
+        max_chunks: p.max_chunks,
+        rows: opts.rows,
+        dtype: prov.dtype.clone(),
+    }
+}
+
+/// Mutable run state that a checkpoint captures.
+struct State<A> {
+    agg: A,
+    windows_done: u64,
+    bytes: u64,
+    words: u64,
+    elapsed_before: f64,
+    started_at: String,
+}
+
+fn run<M, T, I, E>(
+    mode: &M,
+    tokenizer: &T,
+    documents: I,
+    opts: &RunOptions,
+    prov: &Provenance,
+    progress: &mut dyn Progress,
+) -> Result<RunOutcome<M::Summary>>
+where
+    M: Mode,
+    T: Tokenize + ?Sized,
+    I: IntoIterator<Item = std::result::Result<Document, E>>,
+    E: std::fmt::Display,
+{
+    let t0 = Instant::now();
+    if opts.batch_size == 0 {
+        return Err(RunError::Config("batch size must be at least 1".into()));
+    }
+    if opts.logit_chunk_rows == 0 {
+        return Err(RunError::Config(
+            "logit chunk rows must be at least 1".into(),
+        ));
+    }
+    let resolved = opts.protocol.resolve(&ModelTokens {
+        bos_id: tokenizer.bos_id(),
+        eos_id: tokenizer.eos_id(),
+        adds_bos: tokenizer.adds_bos(),
+        max_context: mode.max_context(),
+    })?;
+    let out = opts.out_dir.as_deref();
+    if out.is_none() {
+        if opts.resume {
+            return Err(RunError::Config("--resume needs --out DIR".into()));
+        }
+        if opts.rows != RowsFormat::None {
+            return Err(RunError::Config(
+                "per-token rows need an output directory (--out DIR)".into(),
+            ));
+        }
+    }
+    let fp = build_fingerprint(M::NAME, &|| tokenizer.fingerprint(), &resolved, opts, prov);
+    let proto_report = ProtocolReport::new(&opts.protocol, resolved.bos.is_some(), opts.batch_size);
+    let words_used = resolved.kind == ProtocolKind::Rolling;
+
+    // ---- output directory / resume ----
+    let mut st = State {
+        agg: M::Agg::default(),
+        windows_done: 0,
+        bytes: 0,
+        words: 0,
+        elapsed_before: 0.0,
+        started_at: now_rfc3339(),
+    };
+    let mut sink: Option<RowSink> = None;
+    if let Some(dir) = out {
+        std::fs::create_dir_all(dir).map_err(|e| RunError::io(dir, e))?;
+        let exists = checkpoint::checkpoint_path(dir).exists();
+        if exists && !opts.resume {
+            return Err(RunError::Checkpoint(format!(
+                "{} already holds a run (checkpoint.json); pass --resume to continue or reuse it, or choose another --out directory",
+                dir.display()
+            )));
+        }
+        let (parts, rows_written) = match checkpoint::load::<M::Agg>(dir, &fp)? {
+            Some(ck) => {
+                if ck.complete {
+                    let words = words_used.then_some(ck.words);
+                    let summary = M::summary(&ck.aggregate, Some(ck.bytes_scored), words);
+                    let tokens = M::count(&ck.aggregate);
+                    return Ok(RunOutcome {
+                        summary,
+                        windows: ck.windows_done,
+                        tokens_per_second: rate(tokens, ck.elapsed_seconds),
+                        elapsed_seconds: ck.elapsed_seconds,
+                        summary_path: Some(dir.join(SUMMARY_FILE)),
+                        rows_path: opts.rows.file_name().map(|n| dir.join(n)),
+                        already_complete: true,
+                    });
+                }
+                tracing::info!(
+                    windows = ck.windows_done,
+                    tokens = M::count(&ck.aggregate),
+                    "resuming from checkpoint"
+                );
+                st = State {
+                    agg: ck.aggregate,
+                    windows_done: ck.windows_done,
+                    bytes: ck.bytes_scored,
+                    words: ck.words,
+                    elapsed_before: ck.elapsed_seconds,
+                    started_at: ck.started_at,
+                };
+                (ck.row_parts, ck.rows_written)
+            }
+            None => (0, 0),
+        };
+        // stale outputs of an earlier run must not survive
+        for name in [Some(SUMMARY_FILE), opts.rows.file_name()]
+            .into_iter()
+            .flatten()
+        {
+            let p = dir.join(name);
+            if p.exists() && !exists {
+                std::fs::remove_file(&p).map_err(|e| RunError::io(&p, e))?;
+            }
+        }
+        sink = Some(RowSink::open(dir, opts.rows, parts, rows_written)?);
+    }
+
+    progress.start(expected_tokens(&resolved), M::count(&st.agg));
+    let res = run_loop(
+        mode,
+        tokenizer,
+        documents,
+        opts,
+        resolved,
+        &fp,
+        &mut st,
+        sink.as_mut(),
+        out,
+        progress,
+        t0,
+    );
+    progress.finish();
+    let windows = res?;
+
+    // ---- finish: last checkpoint, rows file, summary, complete mark ----
+    let elapsed = st.elapsed_before + t0.elapsed().as_secs_f64();
+    let words = words_used.then_some(st.words);
+    let summary = M::summary(&st.agg, Some(st.bytes), words);
+    let tokens = M::count(&st.agg);
+    let tps = rate(tokens, elapsed);
+    let mut summary_path = None;
+    let mut rows_path = None;
+    if let (Some(dir), Some(mut sink)) = (out, sink) {
+        sink.finalize_part()?;
+        save_ck(dir, &fp, &st, &sink, elapsed, false)?;
+        let (parts, rows_n) = (sink.parts(), sink.rows());
+        rows_path = sink.finish()?;
+        let finished_at = now_rfc3339();
+        let file = SummaryFile {
+            metrics: &summary,
+            mode: M::NAME,
+            windows,
+            tokens_per_second: tps,
+            elapsed_seconds: elapsed,
+            provenance: prov,
+            protocol: &proto_report,
+            started_at: &st.started_at,
+            finished_at: &finished_at,
+        };
+        let sp = dir.join(SUMMARY_FILE);
+        write_json_atomic(&sp, &file)?;
+        summary_path = Some(sp);
+        let ck = Checkpoint {
+            version: checkpoint::version(),
+            fingerprint: fp.clone(),
+            windows_done: st.windows_done,
+            bytes_scored: st.bytes,
+            words: st.words,
+            row_parts: parts,
+            rows_written: rows_n,
+            elapsed_seconds: elapsed,
+            started_at: st.started_at.clone(),
+            complete: true,
+            aggregate: st.agg.clone(),
+        };
+        checkpoint::save(dir, &ck)?;
+    }
+    Ok(RunOutcome {
+        summary,
+        windows,
+        tokens_per_second: tps,
+        elapsed_seconds: elapsed,
+        summary_path,
+        rows_path,
+        already_complete: false,
+    })
+}
+
+fn rate(tokens: u64, secs: f64) -> f64 {
+    if secs > 0.0 {
+        tokens as f64 / secs
+    } else {
+        0.0
+    }
+}
+
+fn save_ck<A: Serialize + Clone>(
+    dir: &Path,
+    fp: &Fingerprint,
+    st: &State<A>,
+    sink: &RowSink,
+    elapsed: f64,
+    complete: bool,
+) -> Result<()> {
+    // Serialize by reference to avoid cloning large aggregates.
+    #[derive(Serialize)]
+    struct CkRef<'a, A> {
+        version: u32,
+        fingerprint: &'a Fingerprint,
+        windows_done: u64,
+        bytes_scored: u64,
+        words: u64,
+        row_parts: u64,
+        rows_written: u64,
+        elapsed_seconds: f64,
+        started_at: &'a str,
+        complete: bool,
+        aggregate: &'a A,
+    }
+    write_json_atomic(
+        &checkpoint::checkpoint_path(dir),
+        &CkRef {
+            version: checkpoint::version(),
+            fingerprint: fp,
+            windows_done: st.windows_done,
+            bytes_scored: st.bytes,
+            words: st.words,
+            row_parts: sink.parts(),
+            rows_written: sink.rows(),
+            elapsed_seconds: elapsed,
+            started_at: &st.started_at,
+            complete,
+            aggregate: &st.agg,
+        },
+    )
+}
+
+/// Streams documents through the planner and scores batches. Returns the
+/// number of windows planned in total.
+#[allow(clippy::too_many_arguments)]
+fn run_loop<M, T, I, E>(
+    mode: &M,
+    tokenizer: &T,
+    documents: I,
+    opts: &RunOptions,
+    resolved: ResolvedProtocol,
+    fp: &Fingerprint,
+    st: &mut State<M::Agg>,
+    mut sink: Option<&mut RowSink>,
+    out: Option<&Path>,
+    progress: &mut dyn Progress,
+    t0: Instant,
+) -> Result<u64>
+where
+    M: Mode,
+    T: Tokenize + ?Sized,
+    I: IntoIterator<Item = std::result::Result<Document, E>>,
+    E: std::fmt::Display,
+{
+    let kind = resolved.kind;
+    let mut planner = Planner::new(resolved);
+    let mut docs = documents.into_iter();
+    // (doc index, source) of documents that may still hold scored tokens.
+    let mut sources: VecDeque<(usize, String)> = VecDeque::new();
+    let mut last_ck = Instant::now();
+    let mut windows_seen = 0u64;
+    let want_rows = opts.rows != RowsFormat::None;
+    let mut batch: Vec<Window> = Vec::with_capacity(opts.batch_size);
+    let mut rows_buf: Vec<TokenRow> = Vec::new();
+    loop {
+        // ---- fill a batch ----
+        while batch.len() < opts.batch_size {
+            if let Some(w) = planner.pop() {
+                windows_seen = windows_seen.max(w.id + 1);
+                if w.id < st.windows_done {
+                    continue; // scored by an earlier session
+                }
+                batch.push(w);
+                continue;
+            }
+            if planner.is_done() {
+                break;
+            }
+            if !planner.wants_more() {
+                planner.finish()?;
+                continue;
+            }
+            match docs.next() {
+                None => planner.finish()?,
+                Some(Err(e)) => return Err(RunError::Data(e.to_string())),
+                Some(Ok(doc)) => {
+                    push_doc(tokenizer, &mut planner, &doc, kind)?;
+                    sources.push_back((doc.index, doc.source));
+                }
+            }
+        }
+        if batch.is_empty() {
+            break;
+        }
+        // ---- score it ----
+        let inputs: Vec<&[u32]> = batch.iter().map(|w| w.input.as_slice()).collect();
+        let items: Vec<Item> = batch
+            .iter()
+            .enumerate()
+            .flat_map(|(r, w)| w.scored.iter().map(move |s| (r, *s)))
+            .collect();
+        rows_buf.clear();
+        let on_error = |stok: &ScoredToken, e: MetricsError| RunError::Metrics {
+            source_name: sources
+                .iter()
+                .find(|(d, _)| *d == stok.token.doc)
+                .map_or_else(
+                    || format!("document {}", stok.token.doc),
+                    |(_, s)| s.clone(),
+                ),
+            doc: stok.token.doc,
+            index: stok.token.index,
+            position: stok.position,
+            message: e.to_string(),
+        };
+        let token_text = |id: u32| tokenizer.token_text(id);
+        mode.score_batch(
+            &inputs,
+            &items,
+            opts.logit_chunk_rows,
+            &mut st.agg,
+            want_rows.then_some(&mut rows_buf),
+            &token_text,
+            &on_error,
+        )?;
+        for w in &batch {
+            st.bytes += match w.doc_totals {
+                Some(t) => t.bytes,
+                None if kind == ProtocolKind::Rolling => 0,
+                None => w.scored.iter().map(|s| s.token.byte_len()).sum(),
+            };
+            st.words += w.doc_totals.map_or(0, |t| t.words);
+        }
+        st.windows_done = batch.last().map_or(st.windows_done, |w| w.id + 1);
+        // scored tokens only move forward: older documents are no longer needed
+        if let Some(last) = items.last() {
+            while sources.front().is_some_and(|(d, _)| *d < last.1.token.doc) {
+                sources.pop_front();
+            }
+        }
+        progress.advance(items.len() as u64);
+        if let Some(sink) = sink.as_deref_mut() {
+            sink.append(&rows_buf)?;
+            if last_ck.elapsed() >= opts.checkpoint_interval {
+                if let Some(dir) = out {
+                    sink.finalize_part()?;
+                    let elapsed = st.elapsed_before + t0.elapsed().as_secs_f64();
+                    save_ck(dir, fp, st, sink, elapsed, false)?;
+                }
+                last_ck = Instant::now();
+            }
+        }
+        batch.clear();
+    }
+    Ok(windows_seen)
+}
+
+/// Tokenizes one document and feeds it to the planner (respecting the token
+/// budget and computing rolling's byte/word totals of the kept text).
+fn push_doc<T: Tokenize + ?Sized>(
+    tokenizer: &T,
+    planner: &mut Planner,
+    doc: &Document,
+    kind: ProtocolKind,
+) -> Result<()> {
+    let enc = tokenizer.encode(&doc.text).map_err(|e| match e {
+        RunError::Tokenizer(m) => {
+            RunError::Tokenizer(format!("{} (document {}): {m}", doc.source, doc.index))
+        }
+        other => other,
+    })?;
+    if enc.ids.len() != enc.byte_spans.len() {
+        return Err(RunError::Tokenizer(format!(
+            "{}: tokenizer returned {} ids but {} byte spans",
+            doc.source,
+            enc.ids.len(),
+            enc.byte_spans.len()
+        )));
+    }
+    let keep = match planner.remaining_budget() {
+        Some(r) => enc.ids.len().min(usize::try_from(r).unwrap_or(usize::MAX)),
+        None => enc.ids.len(),
+    };
+    let totals = if kind == ProtocolKind::Rolling {
+        let text: &str = if keep == enc.ids.len() {
+            &doc.text
+        } else if keep == 0 {
+            ""
+        } else {
+            let mut end = enc.byte_spans[keep - 1].1.min(doc.text.len());
+            while !doc.text.is_char_boundary(end) {
+                end += 1;
+            }
+            &doc.text[..end]
+        };
+        DocTotals {
+            bytes: text.len() as u64,
+            words: lm_eval_word_count(text),
+        }
+    } else {
+        DocTotals::default()
+    };
+    let toks: Vec<(u32, usize, usize)> = enc
+        .ids
+        .iter()
+        .zip(&enc.byte_spans)
+        .take(keep)
+        .map(|(&id, &(a, b))| (id, a, b))
+        .collect();
+    planner.push_document(doc.index, &toks, totals);
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! `summary.json`: metrics + throughput + provenance, written atomically.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, RunError};
+use crate::protocol::{BosMode, ProtocolConfig, ProtocolKind};
+
+/// A file and its SHA-256.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDigest {
+    /// Path (as given / resolved by the caller).
+    pub path: String,
+    /// Lower-case hex SHA-256.
+    pub sha256: String,
+}
+
+/// Which model was evaluated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelProvenance {
+    /// What the user named (hub id, path, …).
+    pub reference: String,
+    /// Weight / config / tokenizer files with their hashes.
+    pub files: Vec<FileDigest>,
+}
+
+/// Which data was evaluated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataProvenance {
+    /// Path or dataset reference.
+    pub path: String,
+    /// SHA-256 of the data (as computed by the data module).
+    pub sha256: String,
+}
+
+/// Provenance supplied by the caller (the CLI).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// `surprisal` version.
+    pub tool_version: String,
+    /// The evaluated model.
+    pub model: ModelProvenance,
+    /// Compare mode: the reference model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_model: Option<ModelProvenance>,
+    /// The data.
+    pub data: DataProvenance,
+    /// Device description (e.g. `cpu`, `cuda:0 (NVIDIA H100)`).
+    pub device: String,
+    /// Compute dtype (e.g. `f32`, `bf16`).
+    pub dtype: String,
+}
+
+/// The `protocol` object of `summary.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProtocolReport {
+    /// `sliding`, `chunks` or `rolling`.
+    pub name: ProtocolKind,
+    /// Window length.
+    pub window: usize,
+    /// Stride (`sliding`), else null.
+    pub stride: Option<usize>,
+    /// Requested BOS mode.
+    pub bos: BosMode,
+    /// Whether a BOS / prefix token was actually used.
+    pub bos_used: bool,
+    /// Corpus token limit.
+    pub max_tokens: Option<u64>,
+    /// Chunk limit (`chunks`).
+    pub max_chunks: Option<u64>,
+    /// Windows per forward pass.
+    pub batch_size: usize,
+}
+
+impl ProtocolReport {
+    /// Builds the report object.
+    pub fn new(cfg: &ProtocolConfig, bos_used: bool, batch_size: usize) -> Self {
+        ProtocolReport {
+            name: cfg.kind,
+            window: cfg.window,
+            stride: (cfg.kind == ProtocolKind::Sliding).then_some(cfg.stride),
+            bos: cfg.bos,
+            bos_used,
+            max_tokens: cfg.max_tokens,
+            max_chunks: cfg.max_chunks,
+            batch_size,
+        }
+    }
+}
+
+/// Contents of `summary.json`: the metrics summary (`EvalSummary` or
+/// `CompareSummary`) flattened at top level, plus run information.
+#[derive(Clone, Debug, Serialize)]
+pub struct SummaryFile<'a, S: Serialize> {
+    /// Metrics (flattened: `tokens_scored`, `perplexity`, …).
+    #[serde(flatten)]
+    pub metrics: &'a S,
+    /// `"eval"` or `"compare"`.
+    pub mode: &'a str,
+    /// Windows evaluated.
+    pub windows: u64,
+    /// Scored tokens per second of wall time spent in the engine
+    /// (cumulative over resumed sessions).
+    pub tokens_per_second: f64,
+    /// Wall time spent in the engine (s), cumulative over resumed sessions.
+    pub elapsed_seconds: f64,
+    /// Provenance fields (flattened: `tool_version`, `model`, `data`, …).
+    #[serde(flatten)]
+    pub provenance: &'a Provenance,
+    /// Protocol parameters.
+    pub protocol: &'a ProtocolReport,
+    /// RFC 3339 start time (of the first session when resumed).
+    pub started_at: &'a str,
+    /// RFC 3339 end time.
+    pub finished_at: &'a str,
+}
+
+/// Writes `bytes` to `path` atomically: temp file in the same directory,
+/// fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    {
+        let mut f = File::create(&tmp).map_err(|e| RunError::io(&tmp, e))?;
+        f.write_all(bytes).map_err(|e| RunError::io(&tmp, e))?;
+        f.sync_all().map_err(|e| RunError::io(&tmp, e))?;
+    }
+    fs::rename(&tmp, path).map_err(|e| RunError::io(path, e))
+}
+
+/// Serializes `value` as pretty JSON and writes it atomically.
+pub fn write_json_atomic<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
+    let mut s = serde_json::to_string_pretty(value).map_err(|e| RunError::Report(e.to_string()))?;
+    s.push('\n');
+    write_atomic(path, s.as_bytes())
+}
+
+/// Current time, RFC 3339 (UTC, seconds).
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
