@@ -496,7 +496,12 @@ where
                 std::fs::remove_file(&p).map_err(|e| RunError::io(&p, e))?;
             }
         }
-        sink = Some(RowSink::open(dir, opts.rows, parts, rows_written)?);
+        let new_sink = RowSink::open(dir, opts.rows, parts, rows_written)?;
+        if !exists {
+            // mark the directory as holding this run right away
+            save_ck(dir, &fp, &st, &new_sink, 0.0, false)?;
+        }
+        sink = Some(new_sink);
     }
 
     progress.start(expected_tokens(&resolved), M::count(&st.agg));
