@@ -50,7 +50,7 @@ fn run(case: &Case) -> Result<Vec<(u64, usize, u64)>, String> {
     let p = cfg.resolve(&model).map_err(|e| e.to_string())?;
     let mut planner = Planner::new(p);
     let mut out = Vec::new();
-    let mut drain = |pl: &mut Planner, out: &mut Vec<(u64, usize, u64)>| {
+    let drain = |pl: &mut Planner, out: &mut Vec<(u64, usize, u64)>| {
         while let Some(w) = pl.pop() {
             assert!(w.input.len() <= case.window);
             for s in &w.scored {
