@@ -422,12 +422,12 @@ impl Planner {
                 self.plan_rolling_doc(&d, totals);
             }
             ProtocolKind::Sliding => {
+                // windows are planned lazily in `pop`, so a long document
+                // never turns into more than one queued window
                 self.buf.extend(toks);
-                self.plan_sliding();
             }
             ProtocolKind::Chunks => {
                 self.buf.extend(toks);
-                self.plan_chunks();
             }
         }
     }
@@ -442,10 +442,7 @@ impl Planner {
         self.finished = true;
         match self.p.kind {
             ProtocolKind::Rolling => Ok(()),
-            ProtocolKind::Sliding => {
-                self.plan_sliding();
-                Ok(())
-            }
+            ProtocolKind::Sliding => Ok(()),
             ProtocolKind::Chunks => {
                 let stream = self.n + u64::from(self.p.bos.is_some());
                 let w = self.p.window as u64;
@@ -456,7 +453,6 @@ impl Planner {
                         if self.p.bos.is_some() { " (BOS included)" } else { "" }
                     )));
                 }
-                self.plan_chunks();
                 Ok(())
             }
         }
@@ -464,10 +460,18 @@ impl Planner {
 
     /// Next planned window, if any is ready.
     pub fn pop(&mut self) -> Option<Window> {
+        if self.ready.is_empty() {
+            match self.p.kind {
+                ProtocolKind::Sliding => self.plan_sliding(),
+                ProtocolKind::Chunks => self.plan_chunks(),
+                ProtocolKind::Rolling => {}
+            }
+        }
         self.ready.pop_front()
     }
 
-    /// Whether the stream is finished and every window has been popped.
+    /// Whether the stream is finished and every window has been popped
+    /// (meaningful right after [`Planner::pop`] returned `None`).
     pub fn is_done(&self) -> bool {
         self.finished && self.ready.is_empty()
     }
@@ -531,10 +535,11 @@ impl Planner {
                 .collect::<Vec<_>>();
             self.prev_end = end;
             self.begin += s;
+            self.drop_before(self.begin.min(self.n));
             if !scored.is_empty() {
                 self.emit(input, scored, None);
+                return; // one window at a time
             }
-            self.drop_before(self.begin.min(self.n));
         }
     }
 
@@ -551,43 +556,37 @@ impl Planner {
             return;
         }
         let first = w / 2;
-        loop {
-            if let Some(k) = self.p.max_chunks {
-                if self.chunks_emitted >= k {
-                    self.buf.clear();
-                    self.base = self.n;
-                    break;
-                }
+        if let Some(k) = self.p.max_chunks {
+            if self.chunks_emitted >= k {
+                self.buf.clear();
+                self.base = self.n;
+                return;
             }
-            let i = self.chunks_emitted;
-            if (i + 1) * w > stream_len {
-                break;
-            }
-            // stream index j <-> text global index j - off
-            let text = |j: u64| j - off;
-            let start = i * w;
-            let mut input = Vec::with_capacity(w as usize);
-            for k in 0..w {
-                let j = start + k;
-                if k == 0 {
-                    if let Some(b) = self.p.bos {
-                        input.push(b);
-                        continue;
-                    }
-                }
-                input.push(self.tok(text(j)).id);
-            }
-            let scored = (first..w - 1)
-                .map(|p| ScoredToken {
-                    position: p as usize,
-                    token: self.tok(text(start + p + 1)),
-                })
-                .collect();
-            self.chunks_emitted += 1;
-            self.emit(input, scored, None);
-            let next = (i + 1) * w;
-            self.drop_before(next.saturating_sub(off));
         }
+        let i = self.chunks_emitted;
+        if (i + 1) * w > stream_len {
+            return;
+        }
+        // stream index j <-> text global index j - off
+        let text = |j: u64| j - off;
+        let start = i * w;
+        let mut input = Vec::with_capacity(w as usize);
+        for k in 0..w {
+            let j = start + k;
+            match self.p.bos {
+                Some(b) if k == 0 => input.push(b),
+                _ => input.push(self.tok(text(j)).id),
+            }
+        }
+        let scored = (first..w - 1)
+            .map(|p| ScoredToken {
+                position: p as usize,
+                token: self.tok(text(start + p + 1)),
+            })
+            .collect();
+        self.chunks_emitted += 1;
+        self.emit(input, scored, None);
+        self.drop_before(((i + 1) * w).saturating_sub(off));
     }
 
     /// lm-eval `get_rolling_token_windows(tokens, prefix, max_seq_len=window,
@@ -844,7 +843,33 @@ mod tests {
         pl.push_document(0, &toks, DocTotals::default());
         assert!(pl.wants_more());
         pl.push_document(1, &toks, DocTotals::default());
+        assert!(pl.pop().is_some());
         assert!(!pl.wants_more());
+    }
+
+    #[test]
+    fn long_documents_queue_one_window_at_a_time() {
+        let toks: Vec<(u32, usize, usize)> = (0..20_000).map(|i| (i, 0, 0)).collect();
+        for c in [
+            cfg(ProtocolKind::Sliding, 512, 1, BosMode::Never),
+            cfg(ProtocolKind::Chunks, 512, 0, BosMode::Never),
+        ] {
+            let mut pl = Planner::new(c.resolve(&mt(false)).unwrap());
+            pl.push_document(0, &toks, DocTotals::default());
+            assert!(pl.ready.is_empty());
+            let mut n = 0;
+            while let Some(w) = pl.pop() {
+                assert!(pl.ready.is_empty());
+                assert!(pl.buf.len() <= 20_000 - w.id as usize);
+                n += 1;
+            }
+            pl.finish().unwrap();
+            while pl.pop().is_some() {
+                n += 1;
+            }
+            assert!(pl.is_done());
+            assert!(n >= 39);
+        }
     }
 
     #[test]

@@ -18,6 +18,20 @@ pub struct FileDigest {
     pub sha256: String,
 }
 
+impl FileDigest {
+    /// Hashes the file at `path` (streaming).
+    pub fn of(path: &Path) -> Result<Self> {
+        use sha2::{Digest, Sha256};
+        let mut f = File::open(path).map_err(|e| RunError::io(path, e))?;
+        let mut h = Sha256::new();
+        std::io::copy(&mut f, &mut h).map_err(|e| RunError::io(path, e))?;
+        Ok(FileDigest {
+            path: path.display().to_string(),
+            sha256: hex::encode(h.finalize()),
+        })
+    }
+}
+
 /// Which model was evaluated.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelProvenance {
@@ -144,4 +158,24 @@ pub fn write_json_atomic<T: Serialize + ?Sized>(path: &Path, value: &T) -> Resul
 /// Current time, RFC 3339 (UTC, seconds).
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_and_atomic_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.json");
+        write_json_atomic(&p, &serde_json::json!({"a": 1})).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "{\n  \"a\": 1\n}\n");
+        assert!(!dir.path().join(".x.json.tmp").exists());
+        std::fs::write(&p, b"abc").unwrap();
+        let d = FileDigest::of(&p).unwrap();
+        assert_eq!(
+            d.sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
 }
