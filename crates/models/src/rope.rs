@@ -108,7 +108,8 @@ fn llama3_inv_freq(
             } else {
                 f
             };
-            let is_medium = !(wavelen < high_freq_wavelen) && !(wavelen > low_freq_wavelen);
+            // wavelengths are finite and positive, so "not < and not >" is ">= and <=".
+            let is_medium = wavelen >= high_freq_wavelen && wavelen <= low_freq_wavelen;
             if is_medium {
                 let smooth = (old_context_len / wavelen - low_freq_factor)
                     / (high_freq_factor - low_freq_factor);

@@ -2,6 +2,7 @@
 //! - our GGUF tokenizer reproduces the reference token ids;
 //! - dequantized to f32 vs transformers f32: mean |Δnll| ≤ 2e-4, max ≤ 5e-3;
 //! - quantized kernels vs llama.cpp: mean |Δnll| ≤ 0.01.
+//!
 //! The model file comes from `bash scripts/fetch_smollm2.sh`; these tests fail (never skip) without it.
 
 mod common;
