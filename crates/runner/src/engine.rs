@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use rayon::prelude::*;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use surprisal_metrics::{
@@ -200,6 +201,17 @@ trait Mode {
     ) -> Result<()>;
 }
 
+/// `f(0..n)` in order; in parallel when the rows are big enough to be worth
+/// it (rows are independent; the caller aggregates in order, so results do
+/// not depend on the thread count).
+fn map_rows<T: Send>(n: usize, vocab: usize, f: impl Fn(usize) -> T + Sync + Send) -> Vec<T> {
+    if n > 1 && n * vocab >= 1 << 16 {
+        (0..n).into_par_iter().map(f).collect()
+    } else {
+        (0..n).map(f).collect()
+    }
+}
+
 fn check_logits(got: usize, pairs: usize, vocab: usize) -> Result<()> {
     if got != pairs * vocab {
         return Err(RunError::Model(format!(
@@ -267,8 +279,11 @@ impl<S: Scorer> Mode for EvalMode<'_, S> {
             buf.clear();
             self.s.logits(&hidden, &pairs, &mut buf)?;
             check_logits(buf.len(), pairs.len(), v)?;
-            for ((_, st), logits) in chunk.iter().zip(buf.chunks_exact(v)) {
-                let ts = token_stats(logits, st.token.id).map_err(|e| on_error(st, e))?;
+            let stats = map_rows(chunk.len(), v, |k| {
+                token_stats(&buf[k * v..(k + 1) * v], chunk[k].1.token.id)
+            });
+            for ((_, st), ts) in chunk.iter().zip(stats) {
+                let ts = ts.map_err(|e| on_error(st, e))?;
                 agg.push(&ts, st.context_len());
                 if let Some(rows) = rows.as_deref_mut() {
                     rows.push(base_row(st, &ts, token_text(st.token.id)));
@@ -324,9 +339,12 @@ impl<S: Scorer, R: Scorer> Mode for CompareMode<'_, S, R> {
             self.r.logits(&hr, &pairs, &mut br)?;
             check_logits(bm.len(), pairs.len(), v)?;
             check_logits(br.len(), pairs.len(), v)?;
-            for (((_, st), lm), lr) in chunk.iter().zip(bm.chunks_exact(v)).zip(br.chunks_exact(v))
-            {
-                let ps = pair_stats(lm, lr, st.token.id).map_err(|e| on_error(st, e))?;
+            let stats = map_rows(chunk.len(), v, |k| {
+                let r = k * v..(k + 1) * v;
+                pair_stats(&bm[r.clone()], &br[r], chunk[k].1.token.id)
+            });
+            for ((_, st), ps) in chunk.iter().zip(stats) {
+                let ps = ps.map_err(|e| on_error(st, e))?;
                 agg.push(&ps, st.context_len());
                 if let Some(rows) = rows.as_deref_mut() {
                     let mut row = base_row(st, &ps.model, token_text(st.token.id));
@@ -803,4 +821,23 @@ fn push_doc<T: Tokenize + ?Sized>(
         .collect();
     planner.push_document(doc.index, &toks, totals);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map_rows_keeps_order_in_both_paths() {
+        for (n, v) in [(3, 10), (5000, 100)] {
+            let got = map_rows(n, v, |k| k * 3 + 1);
+            assert_eq!(got, (0..n).map(|k| k * 3 + 1).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn word_count_edge_cases() {
+        assert_eq!(lm_eval_word_count("\n\n"), 2);
+        assert_eq!(lm_eval_word_count(" = Valkyria = \n"), 4);
+    }
 }
