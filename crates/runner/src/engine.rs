@@ -838,6 +838,6 @@ mod tests {
     #[test]
     fn word_count_edge_cases() {
         assert_eq!(lm_eval_word_count("\n\n"), 2);
-        assert_eq!(lm_eval_word_count(" = Valkyria = \n"), 4);
+        assert_eq!(lm_eval_word_count(" = Valkyria = \n"), 5);
     }
 }
