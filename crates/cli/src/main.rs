@@ -1,1 +1,192 @@
-fn main() {}
+//! `surprisal`: flags in, tables out. All the work happens in `surprisal-runner`.
+
+mod args;
+mod table;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use surprisal_runner::job::{self, JobSpec, ModelSpec};
+use surprisal_runner::{
+    BarProgress, BosMode, ProtocolConfig, ProtocolKind, RowsFormat, RunOptions,
+};
+
+use args::{BosArg, Cli, Command, PerTokenArg, ProtocolArg, RunOptions as Flags};
+
+/// Exit status for usage and input errors (bad flags, unreadable model or data).
+const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SURPRISAL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// The error and its causes on one line (`outer: cause: cause`), without repeating a cause that the
+/// outer message already contains.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !out.contains(&s) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&s);
+        }
+    }
+    out
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Eval(a) => {
+            let flags = with_config(a.run)?;
+            set_threads(flags.threads)?;
+            let (model, jobspec) = resolve(&flags)?;
+            let mut progress = BarProgress::new(flags.quiet);
+            let outcome = job::eval(&model, &jobspec, &mut progress)?;
+            if !flags.quiet {
+                table::print_eval(&outcome);
+            }
+        }
+        Command::Compare(a) => {
+            let flags = with_config(a.run)?;
+            set_threads(flags.threads)?;
+            let (model, jobspec) = resolve(&flags)?;
+            let Some(reference) = a.reference else {
+                bail!("compare needs --reference <DIR | FILE.gguf | org/name[@rev]>");
+            };
+            let reference = ModelSpec {
+                reference: expand_home(&reference),
+                device: a.reference_device.unwrap_or_else(|| model.device.clone()),
+                dequantize: a.reference_dequantize,
+            };
+            let mut progress = BarProgress::new(flags.quiet);
+            let outcome = job::compare(&model, &reference, &jobspec, &mut progress)?;
+            if !flags.quiet {
+                table::print_compare(&outcome);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Merges `--config FILE.toml` under the command-line flags.
+fn with_config(flags: Flags) -> Result<Flags> {
+    let Some(path) = flags.config.clone() else {
+        return Ok(flags);
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read config {}", path.display()))?;
+    let file: Flags =
+        toml::from_str(&text).with_context(|| format!("{}: invalid config", path.display()))?;
+    Ok(flags.merge_under(file))
+}
+
+fn set_threads(threads: Option<usize>) -> Result<()> {
+    if let Some(n) = threads {
+        if n == 0 {
+            bail!("--threads must be at least 1");
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("cannot set the thread count")?;
+    }
+    Ok(())
+}
+
+/// `~/x` -> `$HOME/x`, so configs can name the model cache portably.
+fn expand_home(s: &str) -> String {
+    match (s.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest).display().to_string(),
+        _ => s.to_string(),
+    }
+}
+
+/// Applies defaults and turns flags into the runner's job description.
+fn resolve(f: &Flags) -> Result<(ModelSpec, JobSpec)> {
+    let Some(model) = &f.model else {
+        bail!("--model is required (a HF directory, a .gguf file or org/name[@rev]); fetch the default with `bash scripts/fetch_smollm2.sh`");
+    };
+    let Some(data) = &f.data else {
+        bail!("--data is required (a text file, a directory of .txt files, .jsonl, .parquet or hf://datasets/NAME[/CONFIG]/SPLIT)");
+    };
+    if f.words {
+        bail!("--words is not available yet in this version (per-word rows need the engine's word-boundary pass)");
+    }
+    let kind = match f.protocol.unwrap_or(ProtocolArg::Sliding) {
+        ProtocolArg::Sliding => ProtocolKind::Sliding,
+        ProtocolArg::Chunks => ProtocolKind::Chunks,
+        ProtocolArg::Rolling => ProtocolKind::Rolling,
+    };
+    let window = f.window.unwrap_or(512);
+    let stride = f.stride.unwrap_or((window / 2).max(1));
+    let bos = match f.bos.unwrap_or(BosArg::Auto) {
+        BosArg::Auto => BosMode::Auto,
+        BosArg::Always => BosMode::Always,
+        BosArg::Never => BosMode::Never,
+    };
+    if f.max_tokens == Some(0) {
+        bail!("--max-tokens must be at least 1");
+    }
+    if f.max_chunks == Some(0) {
+        bail!("--max-chunks must be at least 1");
+    }
+    if f.max_chunks.is_some() && kind != ProtocolKind::Chunks {
+        bail!("--max-chunks applies to --protocol chunks only");
+    }
+    let protocol = ProtocolConfig {
+        kind,
+        window,
+        stride,
+        bos,
+        max_tokens: f.max_tokens.map(|n| n as u64),
+        max_chunks: f.max_chunks.map(|n| n as u64),
+    };
+    let mut run = RunOptions::new(protocol);
+    run.batch_size = f.batch_size.unwrap_or(1);
+    if run.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    run.out_dir = f
+        .out
+        .as_ref()
+        .map(|p| PathBuf::from(expand_home(&p.display().to_string())));
+    run.resume = f.resume;
+    if run.resume && run.out_dir.is_none() {
+        bail!("--resume needs --out DIR (the directory of the interrupted run)");
+    }
+    run.rows = match (f.per_token, &run.out_dir) {
+        (Some(PerTokenArg::None), _) | (None, None) => RowsFormat::None,
+        (Some(_), None) => bail!("--per-token needs --out DIR"),
+        (Some(PerTokenArg::Jsonl), Some(_)) => RowsFormat::Jsonl,
+        (Some(PerTokenArg::Parquet) | None, Some(_)) => RowsFormat::Parquet,
+    };
+    let model = ModelSpec {
+        reference: expand_home(model),
+        device: f.device.clone().unwrap_or_else(|| "cpu".into()),
+        dequantize: f.dequantize,
+    };
+    let jobspec = JobSpec {
+        data: expand_home(data),
+        text_field: f.text_field.clone().unwrap_or_else(|| "text".into()),
+        run,
+    };
+    Ok((model, jobspec))
+}

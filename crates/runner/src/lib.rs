@@ -1,17 +1,20 @@
 //! surprisal-runner: the evaluation core.
 //!
 //! * [`protocol`]: window planning (`sliding`, `chunks`, `rolling`).
-//! * [`model`]: the [`Tokenize`] / [`Scorer`] traits the CLI implements.
+//! * [`model`]: the [`Tokenize`] / [`Scorer`] traits; [`candle_model`] implements them for
+//!   `surprisal-models`.
 //! * [`engine`]: [`evaluate`] and [`compare`].
 //! * [`report`], [`rows`], [`checkpoint`]: `summary.json`, per-token rows,
 //!   resume.
 //! * [`data`], [`words`]: dataset readers and per-word surprisal.
 
+pub mod candle_model;
 pub mod checkpoint;
 pub mod data;
 pub mod document;
 pub mod engine;
 pub mod error;
+pub mod job;
 pub mod model;
 pub mod progress;
 pub mod protocol;

@@ -1,0 +1,157 @@
+//! Command-line flags. Every run option is an `Option` so that a `--config` file can supply it and an
+//! explicit flag still wins; defaults are applied once, after merging (see [`RunOptions::resolve`]).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "surprisal",
+    version,
+    about = "How well does a causal language model predict this text?"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Score a corpus with one model: perplexity with error bars, entropy, bits per byte, per-token rows.
+    Eval(EvalArgs),
+    /// Score a corpus with a model and a reference in lockstep: KL(reference || model) and paired statistics.
+    Compare(CompareArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub run: RunOptions,
+}
+
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    #[command(flatten)]
+    pub run: RunOptions,
+    /// Reference model: a HF directory, a .gguf file or a hub id `org/name[@rev]`.
+    #[arg(long)]
+    pub reference: Option<String>,
+    /// Device for the reference model (defaults to --device).
+    #[arg(long)]
+    pub reference_device: Option<String>,
+    /// Run a GGUF reference with f32 weights instead of its quantized kernels.
+    #[arg(long)]
+    pub reference_dequantize: bool,
+}
+
+#[derive(ValueEnum, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ProtocolArg {
+    Sliding,
+    Chunks,
+    Rolling,
+}
+
+#[derive(ValueEnum, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BosArg {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(ValueEnum, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PerTokenArg {
+    Parquet,
+    Jsonl,
+    None,
+}
+
+/// Options shared by `eval` and `compare`; a `--config FILE.toml` uses the same names (kebab-case keys).
+#[derive(Args, Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RunOptions {
+    /// Model: a HF directory, a .gguf file, or a hub id `org/name[@rev]`.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Corpus: a text file, a directory of .txt files, a .jsonl or .parquet file, or hf://datasets/NAME[/CONFIG]/SPLIT.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Window protocol [default: sliding].
+    #[arg(long, value_enum)]
+    pub protocol: Option<ProtocolArg>,
+    /// Window length in tokens (BOS included) [default: 512, or the model's context if smaller].
+    #[arg(long)]
+    pub window: Option<usize>,
+    /// Stride between sliding windows in tokens [default: window / 2].
+    #[arg(long)]
+    pub stride: Option<usize>,
+    /// Whether each window starts with BOS; auto follows the model's tokenizer [default: auto].
+    #[arg(long, value_enum)]
+    pub bos: Option<BosArg>,
+    /// Field (JSONL) or column (Parquet) holding the text [default: text].
+    #[arg(long)]
+    pub text_field: Option<String>,
+    /// Keep only the first N tokens of the tokenized corpus.
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
+    /// Keep only the first K chunks (`--protocol chunks`).
+    #[arg(long)]
+    pub max_chunks: Option<usize>,
+    /// Windows per forward pass [default: 1].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Run a GGUF model with f32 weights instead of its quantized kernels.
+    #[arg(long)]
+    #[serde(default)]
+    pub dequantize: bool,
+    /// cpu or cuda:N [default: cpu].
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Write summary.json, per-token rows and checkpoints here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Per-token rows format under --out [default: parquet].
+    #[arg(long, value_enum)]
+    pub per_token: Option<PerTokenArg>,
+    /// Also write per-word surprisal rows (words.*).
+    #[arg(long)]
+    #[serde(default)]
+    pub words: bool,
+    /// Continue an interrupted run in --out.
+    #[arg(long)]
+    #[serde(default)]
+    pub resume: bool,
+    /// TOML file with any of these options (kebab-case keys); flags given on the command line win.
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// No progress bar, no table.
+    #[arg(long)]
+    #[serde(default)]
+    pub quiet: bool,
+    /// Compute threads [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+impl RunOptions {
+    /// Fills every option not given on the command line from `file` (a parsed `--config`).
+    pub fn merge_under(mut self, file: RunOptions) -> RunOptions {
+        macro_rules! take {
+            ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = file.$f; } )* };
+        }
+        take!(
+            model, data, protocol, window, stride, bos, text_field, max_tokens, max_chunks,
+            batch_size, device, out, per_token, threads
+        );
+        self.dequantize |= file.dequantize;
+        self.words |= file.words;
+        self.resume |= file.resume;
+        self.quiet |= file.quiet;
+        self
+    }
+}

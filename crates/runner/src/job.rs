@@ -1,0 +1,207 @@
+//! A whole `eval` / `compare` job from user-level settings: load the model(s), open the data,
+//! hash inputs for provenance and the resume fingerprint, run the engine. The CLI only parses
+//! flags and prints what comes back.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use surprisal_metrics::{CompareSummary, EvalSummary};
+use surprisal_models::{LoadOptions, ModelSource};
+
+use crate::candle_model::{self, CandleScorer, CandleTokenizer};
+use crate::data::{self, DataSpec};
+use crate::engine::{self, RunOptions, RunOutcome};
+use crate::error::{Result, RunError};
+use crate::model::Tokenize;
+use crate::progress::Progress;
+use crate::report::{DataProvenance, FileDigest, ModelProvenance, Provenance};
+
+/// One model as the user named it.
+#[derive(Clone, Debug)]
+pub struct ModelSpec {
+    /// `DIR`, `FILE.gguf` or `org/name[@rev]`.
+    pub reference: String,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
+    /// GGUF: run with f32 weights instead of quantized kernels.
+    pub dequantize: bool,
+}
+
+/// Everything a job needs besides the model(s).
+#[derive(Clone, Debug)]
+pub struct JobSpec {
+    /// `--data`.
+    pub data: String,
+    /// `--text-field`.
+    pub text_field: String,
+    /// Engine options (protocol, batch, output, resume).
+    pub run: RunOptions,
+}
+
+/// Parses `cpu` / `cuda` / `cuda:N` into a candle device.
+pub fn parse_device(s: &str) -> Result<Device> {
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        _ => {
+            let ordinal = match s.strip_prefix("cuda") {
+                Some("") => 0,
+                Some(rest) => rest
+                    .strip_prefix(':')
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .ok_or_else(|| {
+                        RunError::Config(format!("--device {s}: expected cpu, cuda or cuda:N"))
+                    })?,
+                None => {
+                    return Err(RunError::Config(format!(
+                        "--device {s}: expected cpu, cuda or cuda:N"
+                    )))
+                }
+            };
+            Device::new_cuda(ordinal).map_err(|e| {
+                RunError::Config(format!(
+                    "--device {s}: {e} (this build has CUDA only with `cargo build --features cuda`)"
+                ))
+            })
+        }
+    }
+}
+
+/// A loaded model with what the report says about it.
+pub struct Loaded {
+    pub scorer: CandleScorer,
+    pub tokenizer: CandleTokenizer,
+    pub provenance: ModelProvenance,
+    pub device_name: String,
+}
+
+/// Loads a model, hashing its files for provenance (and the resume fingerprint).
+pub fn load_model(spec: &ModelSpec) -> Result<Loaded> {
+    let source = ModelSource::parse(&spec.reference)?;
+    let device = parse_device(&spec.device)?;
+    let opts = LoadOptions {
+        device,
+        dtype: DType::F32,
+        dequantize: spec.dequantize,
+    };
+    if spec.dequantize && !matches!(source, ModelSource::Gguf { .. }) {
+        return Err(RunError::Config(format!(
+            "--dequantize applies to GGUF files only; {} is not a .gguf file",
+            spec.reference
+        )));
+    }
+    let loaded = surprisal_models::load(&source, &opts)?;
+    let mut files: Vec<PathBuf> = loaded.info.weight_files.clone();
+    if let ModelSource::Dir(dir) = &source {
+        for extra in ["config.json", "tokenizer.json"] {
+            files.push(dir.join(extra));
+        }
+    }
+    let files = files
+        .iter()
+        .filter(|p| p.is_file())
+        .map(|p| FileDigest::of(p))
+        .collect::<Result<Vec<_>>>()?;
+    let (scorer, tokenizer) = candle_model::split(loaded);
+    Ok(Loaded {
+        scorer,
+        tokenizer,
+        provenance: ModelProvenance {
+            reference: spec.reference.clone(),
+            files,
+        },
+        device_name: spec.device.clone(),
+    })
+}
+
+fn data_provenance(spec: &DataSpec, data: &str) -> Result<DataProvenance> {
+    let sha256 = data::sha256_of(spec).map_err(|e| RunError::Data(e.to_string()))?;
+    Ok(DataProvenance {
+        path: data.to_string(),
+        sha256,
+    })
+}
+
+/// Checks `--out` can be written before any model work starts.
+fn check_out_dir(out: Option<&Path>) -> Result<()> {
+    let Some(dir) = out else { return Ok(()) };
+    std::fs::create_dir_all(dir).map_err(|e| RunError::io(dir, e))?;
+    let probe = dir.join(".surprisal-write-test");
+    std::fs::write(&probe, b"").map_err(|e| RunError::io(&probe, e))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+fn open_data(job: &JobSpec) -> Result<(DataSpec, data::DocumentStream, DataProvenance)> {
+    let spec = DataSpec::new(&job.data, job.text_field.clone())
+        .map_err(|e| RunError::Data(e.to_string()))?;
+    let prov = data_provenance(&spec, &job.data)?;
+    let docs = data::open(&spec).map_err(|e| RunError::Data(e.to_string()))?;
+    Ok((spec, docs, prov))
+}
+
+/// `surprisal eval`.
+pub fn eval(
+    model: &ModelSpec,
+    job: &JobSpec,
+    progress: &mut dyn Progress,
+) -> Result<RunOutcome<EvalSummary>> {
+    check_out_dir(job.run.out_dir.as_deref())?;
+    let (_, docs, data) = open_data(job)?;
+    let m = load_model(model)?;
+    let provenance = Provenance {
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        model: m.provenance,
+        reference_model: None,
+        data,
+        device: m.device_name,
+        dtype: format!("{:?}", m.scorer.dtype()).to_lowercase(),
+    };
+    engine::evaluate(
+        &m.tokenizer,
+        &m.scorer,
+        docs,
+        &job.run,
+        &provenance,
+        progress,
+    )
+}
+
+/// `surprisal compare`: `model` against `reference` on identical windows.
+pub fn compare(
+    model: &ModelSpec,
+    reference: &ModelSpec,
+    job: &JobSpec,
+    progress: &mut dyn Progress,
+) -> Result<RunOutcome<CompareSummary>> {
+    check_out_dir(job.run.out_dir.as_deref())?;
+    let (_, docs, data) = open_data(job)?;
+    let m = load_model(model)?;
+    let r = load_model(reference)?;
+    if m.tokenizer.fingerprint() != r.tokenizer.fingerprint() {
+        return Err(RunError::Config(format!(
+            "the model ({}) and the reference ({}) have different tokenizers (vocabulary sizes {} and {}, \
+             or different tokens/merges): KL needs the same token ids for the same text",
+            model.reference,
+            reference.reference,
+            m.tokenizer.inner().vocab_size(),
+            r.tokenizer.inner().vocab_size()
+        )));
+    }
+    let provenance = Provenance {
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        model: m.provenance,
+        reference_model: Some(r.provenance),
+        data,
+        device: m.device_name,
+        dtype: format!("{:?}", m.scorer.dtype()).to_lowercase(),
+    };
+    engine::compare(
+        &m.tokenizer,
+        &m.scorer,
+        &r.scorer,
+        docs,
+        &job.run,
+        &provenance,
+        progress,
+    )
+}
