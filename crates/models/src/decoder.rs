@@ -85,7 +85,7 @@ impl CausalLm {
             Linear::load(&head, hidden, vocab, false)?
         } else {
             // For quantized GGUF this keeps the quantized `token_embd` as the head, like llama.cpp.
-            Linear::from_qmatmul(m.pp("embed_tokens").matmul((vocab, hidden), "weight")?)
+            Linear::from_qmatmul(m.pp("embed_tokens").matmul((vocab, hidden), "weight")?)?
         };
         Ok(Self {
             embed_tokens,

@@ -1,16 +1,30 @@
 //! Small building blocks: projections (dense or quantized), RMSNorm, the SwiGLU MLP.
 
+use std::sync::Arc;
+
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Module, Tensor};
 
 use crate::error::Result;
+use crate::ggml_cpu::GgmlMatMul;
 use crate::weights::Weights;
 
 /// y = x W^T (+ b). W is a `QMatMul`: dense for safetensors or dequantized GGUF, quantized for GGUF.
 #[derive(Debug, Clone)]
 pub struct Linear {
     weight: QMatMul,
+    /// For quantized weights on the CPU with a ggml-exact kernel (Q4_1, Q8_0): used instead of
+    /// candle's quantized matmul, so the results are llama.cpp's (see `ggml_cpu`).
+    ggml: Option<Arc<GgmlMatMul>>,
     bias: Option<Tensor>,
+}
+
+/// `SURPRISAL_CANDLE_QMATMUL=1` keeps candle's own quantized kernels (for comparisons).
+fn candle_qmatmul_forced() -> bool {
+    static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FORCED.get_or_init(|| {
+        std::env::var("SURPRISAL_CANDLE_QMATMUL").is_ok_and(|v| !v.is_empty() && v != "0")
+    })
 }
 
 impl Linear {
@@ -21,11 +35,21 @@ impl Linear {
         } else {
             None
         };
-        Ok(Self { weight, bias })
+        Self::new(weight, bias)
     }
 
-    pub fn from_qmatmul(weight: QMatMul) -> Self {
-        Self { weight, bias: None }
+    pub fn from_qmatmul(weight: QMatMul) -> Result<Self> {
+        Self::new(weight, None)
+    }
+
+    fn new(weight: QMatMul, bias: Option<Tensor>) -> Result<Self> {
+        let ggml = match &weight {
+            QMatMul::QTensor(q) if q.device().is_cpu() && !candle_qmatmul_forced() => {
+                GgmlMatMul::from_qtensor(q)?.map(Arc::new)
+            }
+            _ => None,
+        };
+        Ok(Self { weight, ggml, bias })
     }
 
     /// x: (..., in) -> (..., out), in the dtype of x.
@@ -34,13 +58,21 @@ impl Linear {
         let in_dim = *dims.last().unwrap_or(&0);
         // (..., in) -> (N, in): a plain 2-D matmul, no broadcast weight.
         let x2 = x.reshape(((), in_dim))?;
-        let y = match &self.weight {
-            // Quantized kernels take f32 activations.
-            QMatMul::QTensor(_) if x.dtype() != DType::F32 => self
-                .weight
-                .forward(&x2.to_dtype(DType::F32)?)?
-                .to_dtype(x.dtype())?,
-            _ => self.weight.forward(&x2)?,
+        let y = match (&self.ggml, &self.weight) {
+            (Some(g), _) => {
+                let m = x2.dim(0)?;
+                let xs: Vec<f32> = x2.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+                let y = g.forward(&xs, m);
+                Tensor::from_vec(y, (m, g.out_dim()), x.device())?.to_dtype(x.dtype())?
+            }
+            (None, w) => match w {
+                // Quantized kernels take f32 activations.
+                QMatMul::QTensor(_) if x.dtype() != DType::F32 => self
+                    .weight
+                    .forward(&x2.to_dtype(DType::F32)?)?
+                    .to_dtype(x.dtype())?,
+                _ => self.weight.forward(&x2)?,
+            },
         };
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,

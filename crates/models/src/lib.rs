@@ -9,6 +9,7 @@ pub mod attention;
 pub mod config;
 pub mod decoder;
 pub mod error;
+pub mod ggml_cpu;
 pub mod gguf;
 pub mod hub;
 pub mod layers;

@@ -1,0 +1,514 @@
+//! Quantized matmuls computed exactly like ggml's x86 CPU backend (the one llama.cpp runs).
+//!
+//! Why: with quantized weights ggml also quantizes every matmul's *activations* (to Q8_1 for Q4_1
+//! weights, to Q8_0 for Q8_0 weights). Rounding to 8 bits is discontinuous, so any difference in
+//! how that is done — candle rounds half away from zero, computes `1/d` instead of `127/amax`, and
+//! forms the Q8_1 block sum `s` from the f16-rounded scale (`f16(sum)·f16(d)`) where ggml uses
+//! `f16(d·sum)` with the f32 scale — flips a few quants per layer, and the flips cascade through
+//! 30 layers: per-token NLLs then differ from llama.cpp's by as much as either differs from f32.
+//! These kernels reproduce ggml's AVX2 code paths bit for bit:
+//! - `quantize_row_q8_1` / `quantize_row_q8_0` (x86 `quants.c`, AVX2 branch);
+//! - `ggml_vec_dot_q4_1_q8_1` (x86, AVX2): 8 float lanes, each `fma(d_w·d_a, Σ4 int products)`,
+//!   reduced as `hsum_float_8`, plus the `Σ fma(m_w, s_a)` term accumulated in order;
+//! - llamafile's `tinyBLAS_Q0_AVX` for Q8_0×Q8_0 (used by ggml for multi-row Q8_0 matmuls): the
+//!   same 8-lane accumulation without the min term.
+//!
+//! Results are identical whatever the threading or blocking, since every output element is one
+//! fixed sequence of float operations.
+
+use std::sync::OnceLock;
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use half::f16;
+use rayon::prelude::*;
+
+use crate::error::Result;
+
+pub(crate) const QK: usize = 32;
+
+/// Activation rows quantized like ggml's `quantize_row_q8_1` / `quantize_row_q8_0`.
+struct QuantRows {
+    /// `rows * kb` blocks.
+    qs: Vec<[i8; QK]>,
+    /// The f16 scale, as f32.
+    d: Vec<f32>,
+    /// Q8_1 only: the f16 `d * Σq`, as f32.
+    s: Vec<f32>,
+}
+
+/// One block of 32 values: (quants, f32 scale before f16 rounding, Σ quants).
+#[inline]
+fn quantize_block(x: &[f32]) -> ([i8; QK], f32, i32) {
+    let amax = x.iter().fold(0f32, |a, &v| a.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    let mut q = [0i8; QK];
+    let mut sum = 0i32;
+    for (q, &v) in q.iter_mut().zip(x) {
+        // _mm256_round_ps(_MM_ROUND_NEAREST) then the saturating packs.
+        let r = (v * id).round_ties_even();
+        let i = if r.is_nan() {
+            -128
+        } else {
+            r.clamp(-128.0, 127.0) as i32
+        };
+        sum += i;
+        *q = i as i8;
+    }
+    (q, d, sum)
+}
+
+fn quantize_rows(x: &[f32], rows: usize, k: usize, with_sum: bool) -> QuantRows {
+    let kb = k / QK;
+    let n = rows * kb;
+    let mut qs = vec![[0i8; QK]; n];
+    let mut d = vec![0f32; n];
+    let mut s = if with_sum { vec![0f32; n] } else { Vec::new() };
+    let work = |(r, (qs, d)): (usize, (&mut [[i8; QK]], &mut [f32])), s: Option<&mut [f32]>| {
+        let x = &x[r * k..(r + 1) * k];
+        let mut s = s;
+        for b in 0..kb {
+            let (q, db, sum) = quantize_block(&x[b * QK..(b + 1) * QK]);
+            qs[b] = q;
+            d[b] = f16::from_f32(db).to_f32();
+            if let Some(s) = s.as_deref_mut() {
+                s[b] = f16::from_f32(db * sum as f32).to_f32();
+            }
+        }
+    };
+    if with_sum {
+        qs.par_chunks_mut(kb)
+            .zip(d.par_chunks_mut(kb))
+            .zip(s.par_chunks_mut(kb))
+            .enumerate()
+            .with_min_len(16)
+            .for_each(|(r, ((qs, d), s))| work((r, (qs, d)), Some(s)));
+    } else {
+        qs.par_chunks_mut(kb)
+            .zip(d.par_chunks_mut(kb))
+            .enumerate()
+            .with_min_len(16)
+            .for_each(|(r, (qs, d))| work((r, (qs, d)), None));
+    }
+    QuantRows { qs, d, s }
+}
+
+/// Weights in a layout convenient for the kernels; the values are exactly the GGUF ones.
+enum Packed {
+    /// Q4_1: per block 16 bytes of nibbles, f32 scale and min.
+    Q4_1 {
+        qs: Vec<[u8; QK / 2]>,
+        d: Vec<f32>,
+        m: Vec<f32>,
+    },
+    /// Q8_0: per block 32 quants and the f32 scale.
+    Q8_0 { qs: Vec<[i8; QK]>, d: Vec<f32> },
+}
+
+/// A (n, k) quantized weight multiplied exactly like ggml does on x86 CPUs.
+pub struct GgmlMatMul {
+    n: usize,
+    k: usize,
+    w: Packed,
+}
+
+impl std::fmt::Debug for GgmlMatMul {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = match self.w {
+            Packed::Q4_1 { .. } => "Q4_1",
+            Packed::Q8_0 { .. } => "Q8_0",
+        };
+        write!(f, "GgmlMatMul({t}, n={}, k={})", self.n, self.k)
+    }
+}
+
+fn f16_at(b: &[u8], i: usize) -> f32 {
+    f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32()
+}
+
+impl GgmlMatMul {
+    /// The ggml-exact kernel for this weight, if there is one (Q4_1 and Q8_0, k a multiple of 32).
+    pub fn supports(dtype: GgmlDType) -> bool {
+        matches!(dtype, GgmlDType::Q4_1 | GgmlDType::Q8_0)
+    }
+
+    pub fn from_qtensor(q: &QTensor) -> Result<Option<Self>> {
+        let (n, k) = q.shape().dims2()?;
+        if !Self::supports(q.dtype()) || k % QK != 0 {
+            return Ok(None);
+        }
+        let data = q.data()?;
+        let kb = k / QK;
+        let w = match q.dtype() {
+            GgmlDType::Q4_1 => {
+                const B: usize = 20;
+                let blocks = data.chunks_exact(B).take(n * kb);
+                let mut qs = Vec::with_capacity(n * kb);
+                let mut d = Vec::with_capacity(n * kb);
+                let mut m = Vec::with_capacity(n * kb);
+                for b in blocks {
+                    d.push(f16_at(b, 0));
+                    m.push(f16_at(b, 2));
+                    let mut q = [0u8; QK / 2];
+                    q.copy_from_slice(&b[4..20]);
+                    qs.push(q);
+                }
+                Packed::Q4_1 { qs, d, m }
+            }
+            GgmlDType::Q8_0 => {
+                const B: usize = 34;
+                let blocks = data.chunks_exact(B).take(n * kb);
+                let mut qs = Vec::with_capacity(n * kb);
+                let mut d = Vec::with_capacity(n * kb);
+                for b in blocks {
+                    d.push(f16_at(b, 0));
+                    let mut q = [0i8; QK];
+                    for (q, &v) in q.iter_mut().zip(&b[2..34]) {
+                        *q = v as i8;
+                    }
+                    qs.push(q);
+                }
+                Packed::Q8_0 { qs, d }
+            }
+            _ => return Ok(None),
+        };
+        let len = match &w {
+            Packed::Q4_1 { d, .. } | Packed::Q8_0 { d, .. } => d.len(),
+        };
+        if len != n * kb {
+            return Err(candle_core::Error::Msg(format!(
+                "quantized tensor too short: {len} blocks for ({n}, {k})"
+            ))
+            .into());
+        }
+        Ok(Some(Self { n, k, w }))
+    }
+
+    pub fn out_dim(&self) -> usize {
+        self.n
+    }
+
+    pub fn in_dim(&self) -> usize {
+        self.k
+    }
+
+    /// x: (m, k) row-major f32 -> (m, n) row-major f32.
+    pub fn forward(&self, x: &[f32], m: usize) -> Vec<f32> {
+        let (n, k) = (self.n, self.k);
+        assert_eq!(x.len(), m * k, "activation length");
+        let kb = k / QK;
+        let a = quantize_rows(x, m, k, matches!(self.w, Packed::Q4_1 { .. }));
+        let mut out = vec![0f32; m * n];
+        if m == 0 || n == 0 {
+            return out;
+        }
+        let simd = use_avx2();
+        // One task = ROWS activation rows against every weight row; the quantized activation
+        // tile stays in cache while the weights stream through. Few rows: split the columns.
+        const ROWS: usize = 32;
+        let rows_tile = |r0: usize, out_rows: &mut [f32]| {
+            let rows = out_rows.len() / n;
+            for j in 0..n {
+                let mut r = 0;
+                while r < rows {
+                    let cnt = (rows - r).min(4);
+                    let mut res = [0f32; 4];
+                    self.dot_rows(simd, j, &a, kb, r0 + r, cnt, &mut res);
+                    for (i, v) in res[..cnt].iter().enumerate() {
+                        out_rows[(r + i) * n + j] = *v;
+                    }
+                    r += cnt;
+                }
+            }
+        };
+        if m >= 2 * ROWS {
+            out.par_chunks_mut(ROWS * n)
+                .enumerate()
+                .for_each(|(t, o)| rows_tile(t * ROWS, o));
+        } else {
+            // Column split: compute (m, cols) tiles into scratch then scatter.
+            const COLS: usize = 64;
+            let tiles: Vec<(usize, Vec<f32>)> = (0..n.div_ceil(COLS))
+                .into_par_iter()
+                .map(|t| {
+                    let (c0, c1) = (t * COLS, ((t + 1) * COLS).min(n));
+                    let mut tile = vec![0f32; m * (c1 - c0)];
+                    for j in c0..c1 {
+                        let mut r = 0;
+                        while r < m {
+                            let cnt = (m - r).min(4);
+                            let mut res = [0f32; 4];
+                            self.dot_rows(simd, j, &a, kb, r, cnt, &mut res);
+                            for (i, v) in res[..cnt].iter().enumerate() {
+                                tile[(r + i) * (c1 - c0) + (j - c0)] = *v;
+                            }
+                            r += cnt;
+                        }
+                    }
+                    (c0, tile)
+                })
+                .collect();
+            for (c0, tile) in tiles {
+                let w = tile.len() / m;
+                for r in 0..m {
+                    out[r * n + c0..r * n + c0 + w].copy_from_slice(&tile[r * w..(r + 1) * w]);
+                }
+            }
+        }
+        out
+    }
+
+    /// Weight row `j` against activation rows `r0..r0+cnt` (cnt ≤ 4).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn dot_rows(
+        &self,
+        simd: bool,
+        j: usize,
+        a: &QuantRows,
+        kb: usize,
+        r0: usize,
+        cnt: usize,
+        res: &mut [f32; 4],
+    ) {
+        let wr = j * kb..(j + 1) * kb;
+        let ar = |i: usize| (r0 + i) * kb..(r0 + i + 1) * kb;
+        match &self.w {
+            Packed::Q4_1 { qs, d, m } => {
+                let (wq, wd, wm) = (&qs[wr.clone()], &d[wr.clone()], &m[wr]);
+                for i in 0..cnt {
+                    let (aq, ad, as_) = (&a.qs[ar(i)], &a.d[ar(i)], &a.s[ar(i)]);
+                    res[i] = if simd {
+                        #[cfg(target_arch = "x86_64")]
+                        unsafe {
+                            avx2::dot_q4_1(wq, wd, wm, aq, ad, as_)
+                        }
+                        #[cfg(not(target_arch = "x86_64"))]
+                        unreachable!()
+                    } else {
+                        scalar::dot_q4_1(wq, wd, wm, aq, ad, as_)
+                    };
+                }
+            }
+            Packed::Q8_0 { qs, d } => {
+                let (wq, wd) = (&qs[wr.clone()], &d[wr]);
+                for i in 0..cnt {
+                    let (aq, ad) = (&a.qs[ar(i)], &a.d[ar(i)]);
+                    res[i] = if simd {
+                        #[cfg(target_arch = "x86_64")]
+                        unsafe {
+                            avx2::dot_q8_0(wq, wd, aq, ad)
+                        }
+                        #[cfg(not(target_arch = "x86_64"))]
+                        unreachable!()
+                    } else {
+                        scalar::dot_q8_0(wq, wd, aq, ad)
+                    };
+                }
+            }
+        }
+    }
+}
+
+fn use_avx2() -> bool {
+    static AVX2: OnceLock<bool> = OnceLock::new();
+    *AVX2.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
+/// Portable versions, bit-identical to the AVX2 ones (same lanes, same fma/add order).
+mod scalar {
+    use super::QK;
+
+    /// ggml's `hsum_float_8`: (hi + lo) halves, then [0]+[2], [1]+[3], then the two.
+    #[inline]
+    pub(super) fn hsum8(v: [f32; 8]) -> f32 {
+        let r: [f32; 4] = std::array::from_fn(|i| v[i + 4] + v[i]);
+        let a = r[0] + r[2];
+        let b = r[1] + r[3];
+        a + b
+    }
+
+    #[inline]
+    fn lanes(x: &[i8; QK], y: &[i8; QK]) -> [f32; 8] {
+        std::array::from_fn(|l| {
+            (0..4)
+                .map(|t| x[4 * l + t] as i32 * y[4 * l + t] as i32)
+                .sum::<i32>() as f32
+        })
+    }
+
+    pub(super) fn dot_q4_1(
+        wq: &[[u8; QK / 2]],
+        wd: &[f32],
+        wm: &[f32],
+        aq: &[[i8; QK]],
+        ad: &[f32],
+        as_: &[f32],
+    ) -> f32 {
+        let mut acc = [0f32; 8];
+        let mut summs = 0f32;
+        for b in 0..wq.len() {
+            summs = wm[b].mul_add(as_[b], summs);
+            let d = wd[b] * ad[b];
+            let mut x = [0i8; QK];
+            for j in 0..QK / 2 {
+                x[j] = (wq[b][j] & 0x0F) as i8;
+                x[j + QK / 2] = (wq[b][j] >> 4) as i8;
+            }
+            let xy = lanes(&x, &aq[b]);
+            for l in 0..8 {
+                acc[l] = d.mul_add(xy[l], acc[l]);
+            }
+        }
+        hsum8(acc) + summs
+    }
+
+    pub(super) fn dot_q8_0(wq: &[[i8; QK]], wd: &[f32], aq: &[[i8; QK]], ad: &[f32]) -> f32 {
+        let mut acc = [0f32; 8];
+        for b in 0..wq.len() {
+            let d = wd[b] * ad[b];
+            let xy = lanes(&wq[b], &aq[b]);
+            for l in 0..8 {
+                acc[l] = d.mul_add(xy[l], acc[l]);
+            }
+        }
+        hsum8(acc)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::QK;
+    use std::arch::x86_64::*;
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn hsum8(x: __m256) -> f32 {
+        let r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
+        let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+        let r = _mm_add_ss(r, _mm_movehdup_ps(r));
+        _mm_cvtss_f32(r)
+    }
+
+    /// Σ over 4 consecutive bytes of u8·i8 products, per i32 lane, as f32 (exact).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn updot(u: __m256i, s: __m256i) -> __m256 {
+        _mm256_cvtepi32_ps(_mm256_madd_epi16(
+            _mm256_set1_epi16(1),
+            _mm256_maddubs_epi16(u, s),
+        ))
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot_q4_1(
+        wq: &[[u8; QK / 2]],
+        wd: &[f32],
+        wm: &[f32],
+        aq: &[[i8; QK]],
+        ad: &[f32],
+        as_: &[f32],
+    ) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        let mut summs = 0f32;
+        let mask = _mm256_set1_epi8(0x0F);
+        for b in 0..wq.len() {
+            summs = wm[b].mul_add(as_[b], summs);
+            let d = _mm256_set1_ps(wd[b] * ad[b]);
+            let raw = unsafe { _mm_loadu_si128(wq[b].as_ptr() as *const __m128i) };
+            let x = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), mask);
+            let y = unsafe { _mm256_loadu_si256(aq[b].as_ptr() as *const __m256i) };
+            acc = _mm256_fmadd_ps(d, updot(x, y), acc);
+        }
+        hsum8(acc) + summs
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot_q8_0(wq: &[[i8; QK]], wd: &[f32], aq: &[[i8; QK]], ad: &[f32]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        for b in 0..wq.len() {
+            let d = _mm256_set1_ps(wd[b] * ad[b]);
+            let x = unsafe { _mm256_loadu_si256(wq[b].as_ptr() as *const __m256i) };
+            let y = unsafe { _mm256_loadu_si256(aq[b].as_ptr() as *const __m256i) };
+            let xy = updot(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+            acc = _mm256_fmadd_ps(d, xy, acc);
+        }
+        hsum8(acc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(seed: &mut u64) -> f32 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+    }
+
+    #[test]
+    fn quantize_matches_ggml_semantics() {
+        // ties round to even, scale is 127/amax, s = f16(d * Σq)
+        let mut x = [0f32; QK];
+        x[0] = 127.0;
+        x[1] = 2.5;
+        x[2] = -3.5;
+        x[3] = 0.5;
+        let (q, d, sum) = quantize_block(&x);
+        assert_eq!(d, 1.0);
+        assert_eq!(&q[..4], &[127, 2, -4, 0]);
+        assert_eq!(sum, 125);
+    }
+
+    #[test]
+    fn avx2_and_scalar_agree_bit_for_bit() {
+        if !use_avx2() {
+            return;
+        }
+        let mut seed = 7u64;
+        let (n, k, m) = (8, 128, 5);
+        let w: Vec<f32> = (0..n * k).map(|_| lcg(&mut seed)).collect();
+        let x: Vec<f32> = (0..m * k).map(|_| lcg(&mut seed) * 3.0).collect();
+        let wt = candle_core::Tensor::from_vec(w, (n, k), &candle_core::Device::Cpu).unwrap();
+        for dt in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
+            let q = QTensor::quantize(&wt, dt).unwrap();
+            let mm = GgmlMatMul::from_qtensor(&q).unwrap().unwrap();
+            let a = quantize_rows(&x, m, k, dt == GgmlDType::Q4_1);
+            for j in 0..n {
+                for r in 0..m {
+                    let mut s = [0f32; 4];
+                    let mut v = [0f32; 4];
+                    mm.dot_rows(false, j, &a, k / QK, r, 1, &mut s);
+                    mm.dot_rows(true, j, &a, k / QK, r, 1, &mut v);
+                    assert_eq!(s[0].to_bits(), v[0].to_bits(), "{dt:?} ({r},{j})");
+                }
+            }
+            // and the whole matmul is close to the dequantized one
+            let y = mm.forward(&x, m);
+            let deq = q.dequantize(&candle_core::Device::Cpu).unwrap();
+            let xt = candle_core::Tensor::from_vec(x.clone(), (m, k), &candle_core::Device::Cpu)
+                .unwrap();
+            let want: Vec<f32> = xt
+                .matmul(&deq.t().unwrap())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            for (a, b) in y.iter().zip(&want) {
+                assert!((a - b).abs() < 0.05 * (1.0 + b.abs()), "{dt:?}: {a} vs {b}");
+            }
+        }
+    }
+}
