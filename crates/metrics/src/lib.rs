@@ -42,6 +42,11 @@
 //! * `target_prob_delta = p_t − r_t` (probability).
 //! * `top1_agrees = (argmax p == argmax r)` (lowest-index tie rule on both).
 //!
+//! ## Vocabulary-subset mass ([`log_mass`])
+//!
+//! `log_mass(x, mask) = ln Σ_{i ∈ mask} p_i`, e.g. the probability that the
+//! next token starts a new word (per-word surprisal's `log P_bow`).
+//!
 //! ## Aggregates
 //!
 //! [`MeanStat`] keeps count, Welford mean and centered `M2` (merged with
@@ -112,6 +117,7 @@ mod calibration;
 mod compare_aggregate;
 mod error;
 mod eval_aggregate;
+mod mass;
 mod mean;
 mod position_bins;
 mod quantiles;
@@ -122,6 +128,7 @@ pub use calibration::{ece_bin_index, CalibrationAccumulator, CalibrationBin, ECE
 pub use compare_aggregate::{CompareAggregate, CompareSummary};
 pub use error::MetricsError;
 pub use eval_aggregate::{exp_ci95, EvalAggregate, EvalSummary, Z_95};
+pub use mass::log_mass;
 pub use mean::{MeanStat, PairedDiff};
 pub use position_bins::{position_bin_index, position_bin_range, PositionAccumulator, PositionBin};
 pub use quantiles::{quantile_sorted, QuantileSample, Quantiles, QUANTILE_LEVELS};

@@ -161,6 +161,24 @@ impl Tokenize for CandleTokenizer {
         self.inner.token_text(id)
     }
 
+    /// Single-token decoding, except that a SentencePiece word-initial piece
+    /// (`"▁word"`) keeps its space: decoders with a `Strip` step drop it from
+    /// the start of a sequence, which a one-token sequence always is.
+    fn vocab_texts(&self, vocab: usize) -> Vec<String> {
+        let raw = self.inner.vocab_by_id();
+        (0..vocab)
+            .map(|id| {
+                let text = self.inner.token_text(id as u32);
+                let sp_word_start = raw.get(id).is_some_and(|r| r.starts_with('\u{2581}'));
+                if sp_word_start && !text.starts_with(char::is_whitespace) {
+                    format!(" {text}")
+                } else {
+                    text
+                }
+            })
+            .collect()
+    }
+
     fn bos_id(&self) -> Option<u32> {
         self.bos_id
     }

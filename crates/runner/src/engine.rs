@@ -3,20 +3,47 @@
 //!
 //! Entry points: [`evaluate`] (one model) and [`compare`] (a model against a
 //! reference model, in lockstep on the same windows).
+//!
+//! # Per-word rows (`RunOptions::words`)
+//!
+//! With words requested, every scored position also yields `log P_bow`, the
+//! log mass of the word-initial tokens ([`crate::words::bow_mask`] of the
+//! decoded vocabulary plus EOS) under the distribution that predicted the
+//! token. The engine collects, per document, each token's byte span, NLL and
+//! `log P_bow` as the token is scored (a document's tokens may be spread over
+//! several windows; for `sliding` / `chunks` documents share windows), and
+//! writes the document's [`WordRow`]s ([`crate::words::word_rows`]) once the
+//! planner has scored past it, so only the documents still in flight are
+//! held. The `log P_bow` *after* a document's last token is the one of the
+//! distribution that predicted the next document's first token when that
+//! distribution saw the previous token (`sliding` / `chunks`, which
+//! concatenate documents); `rolling` scores documents independently and never
+//! computes it, so there the last word of each document has no corrected
+//! surprisal. Tokens that are never scored (the first token without BOS,
+//! `chunks` first halves, tokens past `max_tokens`) make their words `None`.
+//! Pending documents' scores are part of the checkpoint, so a resumed run
+//! writes the same `words.*` file as an uninterrupted one.
+//!
+//! # Interruption
+//!
+//! `RunOptions::interrupt` is checked between batches; once set, the engine
+//! checkpoints the finished batches (with an output directory) and returns
+//! [`RunError::Interrupted`].
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use surprisal_metrics::{
-    pair_stats, token_stats, CompareAggregate, CompareSummary, EvalAggregate, EvalSummary,
-    MetricsError,
+    log_mass, pair_stats, token_stats, EvalAggregate, EvalSummary, MetricsError,
 };
 
-use crate::checkpoint::{self, Checkpoint, Fingerprint};
+use crate::checkpoint::{self, Fingerprint};
 use crate::document::Document;
 use crate::error::{Result, RunError};
 use crate::model::{Scorer, Tokenize};
@@ -27,12 +54,14 @@ use crate::protocol::{
 };
 use crate::report::{now_rfc3339, write_json_atomic, ProtocolReport, Provenance, SummaryFile};
 use crate::rows::{RowSink, RowsFormat, TokenRow};
+use crate::top_kl::{context_texts, CompareAgg, CompareReport, TopKlPosition};
+use crate::words::{bow_mask, mark_tokens, word_rows, TokenWordInput, WordRow};
 
 /// File name of the summary inside `--out`.
 pub const SUMMARY_FILE: &str = "summary.json";
 
 /// How to run.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct RunOptions {
     /// Protocol parameters.
     pub protocol: ProtocolConfig,
@@ -49,6 +78,31 @@ pub struct RunOptions {
     pub resume: bool,
     /// Minimum time between checkpoints (zero = after every batch).
     pub checkpoint_interval: Duration,
+    /// Per-word rows format (`words.jsonl` / `words.parquet`; needs
+    /// `out_dir` unless `None`). See the module docs.
+    pub words: RowsFormat,
+    /// Cancellation flag (e.g. set by a Ctrl-C handler), checked between
+    /// batches: once it is set the run checkpoints its finished batches (with
+    /// `out_dir`) and returns [`RunError::Interrupted`].
+    pub interrupt: Option<Arc<AtomicBool>>,
+}
+
+impl PartialEq for RunOptions {
+    /// Field-wise; two interrupt flags are equal when they are the same flag.
+    fn eq(&self, o: &Self) -> bool {
+        self.protocol == o.protocol
+            && self.batch_size == o.batch_size
+            && self.logit_chunk_rows == o.logit_chunk_rows
+            && self.out_dir == o.out_dir
+            && self.rows == o.rows
+            && self.resume == o.resume
+            && self.checkpoint_interval == o.checkpoint_interval
+            && self.words == o.words
+            && match (&self.interrupt, &o.interrupt) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (a, b) => a.is_none() && b.is_none(),
+            }
+    }
 }
 
 impl RunOptions {
@@ -63,6 +117,8 @@ impl RunOptions {
             rows: RowsFormat::None,
             resume: false,
             checkpoint_interval: Duration::from_secs(30),
+            words: RowsFormat::None,
+            interrupt: None,
         }
     }
 }
@@ -83,6 +139,8 @@ pub struct RunOutcome<S> {
     pub summary_path: Option<PathBuf>,
     /// The written token rows file, if any.
     pub rows_path: Option<PathBuf>,
+    /// The written word rows file, if any.
+    pub words_path: Option<PathBuf>,
     /// Whether this call only reloaded an already complete run.
     pub already_complete: bool,
 }
@@ -125,7 +183,7 @@ pub fn compare<T, S, R, I, E>(
     opts: &RunOptions,
     provenance: &Provenance,
     progress: &mut dyn Progress,
-) -> Result<RunOutcome<CompareSummary>>
+) -> Result<RunOutcome<CompareReport>>
 where
     T: Tokenize + ?Sized,
     S: Scorer,
@@ -186,6 +244,7 @@ trait Mode {
     type Summary: Serialize;
     const NAME: &'static str;
     fn max_context(&self) -> Option<usize>;
+    fn vocab_size(&self) -> usize;
     fn count(agg: &Self::Agg) -> u64;
     fn summary(agg: &Self::Agg, bytes: Option<u64>, words: Option<u64>) -> Self::Summary;
     #[allow(clippy::too_many_arguments)]
@@ -196,9 +255,17 @@ trait Mode {
         chunk_rows: usize,
         agg: &mut Self::Agg,
         rows: Option<&mut Vec<TokenRow>>,
+        words: Option<WordScores<'_>>,
         token_text: &dyn Fn(u32) -> String,
         on_error: &dyn Fn(&ScoredToken, MetricsError) -> RunError,
     ) -> Result<()>;
+}
+
+/// Per-word inputs a batch must produce: `(nll, log P_bow)` per item, in
+/// item order, with `log P_bow` over `mask`.
+struct WordScores<'a> {
+    mask: &'a [bool],
+    out: &'a mut Vec<(f64, f64)>,
 }
 
 /// `f(0..n)` in order; in parallel when the rows are big enough to be worth
@@ -253,6 +320,9 @@ impl<S: Scorer> Mode for EvalMode<'_, S> {
     fn max_context(&self) -> Option<usize> {
         self.s.max_context()
     }
+    fn vocab_size(&self) -> usize {
+        self.s.vocab_size()
+    }
     fn count(agg: &EvalAggregate) -> u64 {
         agg.count()
     }
@@ -266,10 +336,12 @@ impl<S: Scorer> Mode for EvalMode<'_, S> {
         chunk_rows: usize,
         agg: &mut EvalAggregate,
         mut rows: Option<&mut Vec<TokenRow>>,
+        mut words: Option<WordScores<'_>>,
         token_text: &dyn Fn(u32) -> String,
         on_error: &dyn Fn(&ScoredToken, MetricsError) -> RunError,
     ) -> Result<()> {
         let v = self.s.vocab_size();
+        let mask = words.as_ref().map(|w| w.mask);
         let hidden = self.s.forward(inputs)?;
         let mut buf = Vec::new();
         let mut pairs = Vec::with_capacity(chunk_rows);
@@ -280,11 +352,18 @@ impl<S: Scorer> Mode for EvalMode<'_, S> {
             self.s.logits(&hidden, &pairs, &mut buf)?;
             check_logits(buf.len(), pairs.len(), v)?;
             let stats = map_rows(chunk.len(), v, |k| {
-                token_stats(&buf[k * v..(k + 1) * v], chunk[k].1.token.id)
+                let row = &buf[k * v..(k + 1) * v];
+                (
+                    token_stats(row, chunk[k].1.token.id),
+                    mask.map(|m| log_mass(row, m)),
+                )
             });
-            for ((_, st), ts) in chunk.iter().zip(stats) {
+            for ((_, st), (ts, lpb)) in chunk.iter().zip(stats) {
                 let ts = ts.map_err(|e| on_error(st, e))?;
                 agg.push(&ts, st.context_len());
+                if let (Some(w), Some(lpb)) = (words.as_mut(), lpb) {
+                    w.out.push((ts.nll_nats, lpb));
+                }
                 if let Some(rows) = rows.as_deref_mut() {
                     rows.push(base_row(st, &ts, token_text(st.token.id)));
                 }
@@ -300,8 +379,8 @@ struct CompareMode<'a, S, R> {
 }
 
 impl<S: Scorer, R: Scorer> Mode for CompareMode<'_, S, R> {
-    type Agg = CompareAggregate;
-    type Summary = CompareSummary;
+    type Agg = CompareAgg;
+    type Summary = CompareReport;
     const NAME: &'static str = "compare";
     fn max_context(&self) -> Option<usize> {
         match (self.m.max_context(), self.r.max_context()) {
@@ -309,23 +388,28 @@ impl<S: Scorer, R: Scorer> Mode for CompareMode<'_, S, R> {
             (a, b) => a.or(b),
         }
     }
-    fn count(agg: &CompareAggregate) -> u64 {
-        agg.count()
+    fn vocab_size(&self) -> usize {
+        self.m.vocab_size()
     }
-    fn summary(agg: &CompareAggregate, bytes: Option<u64>, words: Option<u64>) -> CompareSummary {
-        agg.summary(bytes, words)
+    fn count(agg: &CompareAgg) -> u64 {
+        agg.metrics.count()
+    }
+    fn summary(agg: &CompareAgg, bytes: Option<u64>, words: Option<u64>) -> CompareReport {
+        agg.report(bytes, words)
     }
     fn score_batch(
         &self,
         inputs: &[&[u32]],
         items: &[Item],
         chunk_rows: usize,
-        agg: &mut CompareAggregate,
+        agg: &mut CompareAgg,
         mut rows: Option<&mut Vec<TokenRow>>,
+        mut words: Option<WordScores<'_>>,
         token_text: &dyn Fn(u32) -> String,
         on_error: &dyn Fn(&ScoredToken, MetricsError) -> RunError,
     ) -> Result<()> {
         let v = self.m.vocab_size();
+        let mask = words.as_ref().map(|w| w.mask);
         let hm = self.m.forward(inputs)?;
         let hr = self.r.forward(inputs)?;
         let (mut bm, mut br) = (Vec::new(), Vec::new());
@@ -341,11 +425,34 @@ impl<S: Scorer, R: Scorer> Mode for CompareMode<'_, S, R> {
             check_logits(br.len(), pairs.len(), v)?;
             let stats = map_rows(chunk.len(), v, |k| {
                 let r = k * v..(k + 1) * v;
-                pair_stats(&bm[r.clone()], &br[r], chunk[k].1.token.id)
+                (
+                    pair_stats(&bm[r.clone()], &br[r.clone()], chunk[k].1.token.id),
+                    // words follow the model (not the reference)
+                    mask.map(|m| log_mass(&bm[r], m)),
+                )
             });
-            for ((_, st), ps) in chunk.iter().zip(stats) {
+            for ((row_in_batch, st), (ps, lpb)) in chunk.iter().zip(stats) {
                 let ps = ps.map_err(|e| on_error(st, e))?;
-                agg.push(&ps, st.context_len());
+                agg.metrics.push(&ps, st.context_len());
+                let (doc, index) = (st.token.doc as u64, st.token.index as u64);
+                agg.top_kl.offer(ps.kl_nats, doc, index, || {
+                    let w = inputs[*row_in_batch];
+                    let (before, after) = context_texts(w, st.position + 1, token_text);
+                    TopKlPosition {
+                        kl_nats: ps.kl_nats,
+                        doc,
+                        index,
+                        token_id: st.token.id,
+                        token: token_text(st.token.id),
+                        context_before: before,
+                        context_after: after,
+                        nll_nats: ps.model.nll_nats,
+                        ref_nll_nats: ps.reference.nll_nats,
+                    }
+                });
+                if let (Some(w), Some(lpb)) = (words.as_mut(), lpb) {
+                    w.out.push((ps.model.nll_nats, lpb));
+                }
                 if let Some(rows) = rows.as_deref_mut() {
                     let mut row = base_row(st, &ps.model, token_text(st.token.id));
                     row.kl_nats = Some(ps.kl_nats);
@@ -447,6 +554,11 @@ where
                 "per-token rows need an output directory (--out DIR)".into(),
             ));
         }
+        if opts.words != RowsFormat::None {
+            return Err(RunError::Config(
+                "per-word rows need an output directory (--out DIR)".into(),
+            ));
+        }
     }
     let fp = build_fingerprint(M::NAME, &|| tokenizer.fingerprint(), &resolved, opts, prov);
     let proto_report = ProtocolReport::new(&opts.protocol, resolved.bos.is_some(), opts.batch_size);
@@ -462,6 +574,7 @@ where
         started_at: now_rfc3339(),
     };
     let mut sink: Option<RowSink> = None;
+    let mut words: Option<Words> = None;
     if let Some(dir) = out {
         std::fs::create_dir_all(dir).map_err(|e| RunError::io(dir, e))?;
         let exists = checkpoint::checkpoint_path(dir).exists();
@@ -471,8 +584,19 @@ where
                 dir.display()
             )));
         }
-        let (parts, rows_written) = match checkpoint::load::<M::Agg>(dir, &fp)? {
+        let (parts, rows_written, words_ck) = match checkpoint::load::<M::Agg>(dir, &fp)? {
             Some(ck) => {
+                let words_ck = load_words_ck(dir)?;
+                let had = words_ck.as_ref().map_or(RowsFormat::None, |w| w.format);
+                if had != opts.words {
+                    let name = |f: RowsFormat| serde_json::to_string(&f).unwrap_or_default();
+                    return Err(RunError::Checkpoint(format!(
+                        "cannot resume: the checkpoint in {} was made by a different run (words: checkpoint has {}, this run has {}); use a new --out directory or the original settings",
+                        dir.display(),
+                        name(had),
+                        name(opts.words)
+                    )));
+                }
                 if ck.complete {
                     let words = words_used.then_some(ck.words);
                     let summary = M::summary(&ck.aggregate, Some(ck.bytes_scored), words);
@@ -484,6 +608,7 @@ where
                         elapsed_seconds: ck.elapsed_seconds,
                         summary_path: Some(dir.join(SUMMARY_FILE)),
                         rows_path: opts.rows.file_name().map(|n| dir.join(n)),
+                        words_path: opts.words.words_file_name().map(|n| dir.join(n)),
                         already_complete: true,
                     });
                 }
@@ -500,14 +625,18 @@ where
                     elapsed_before: ck.elapsed_seconds,
                     started_at: ck.started_at,
                 };
-                (ck.row_parts, ck.rows_written)
+                (ck.row_parts, ck.rows_written, words_ck)
             }
-            None => (0, 0),
+            None => (0, 0, None),
         };
         // stale outputs of an earlier run must not survive
-        for name in [Some(SUMMARY_FILE), opts.rows.file_name()]
-            .into_iter()
-            .flatten()
+        for name in [
+            Some(SUMMARY_FILE),
+            opts.rows.file_name(),
+            opts.words.words_file_name(),
+        ]
+        .into_iter()
+        .flatten()
         {
             let p = dir.join(name);
             if p.exists() && !exists {
@@ -515,9 +644,31 @@ where
             }
         }
         let new_sink = RowSink::open(dir, opts.rows, parts, rows_written)?;
+        if opts.words != RowsFormat::None {
+            let (wparts, wrows, flushed, pending) = words_ck.map_or((0, 0, 0, Vec::new()), |w| {
+                (w.parts, w.rows, w.docs_flushed, w.pending)
+            });
+            let mut mask = bow_mask(tokenizer.vocab_texts(mode.vocab_size()).into_iter());
+            mark_tokens(
+                &mut mask,
+                &tokenizer.eos_id().into_iter().collect::<Vec<_>>(),
+            );
+            words = Some(Words {
+                mask,
+                sink: RowSink::open(dir, opts.words, wparts, wrows)?,
+                kind: resolved.kind,
+                bos_used: resolved.bos.is_some(),
+                docs_pushed: 0,
+                docs_flushed: flushed,
+                pending: VecDeque::new(),
+                restored: pending.into(),
+                max_scored: None,
+            });
+        }
         if !exists {
             // mark the directory as holding this run right away
-            save_ck(dir, &fp, &st, &new_sink, 0.0, false)?;
+            let wck = words.as_ref().map(|w| w.to_ck(opts.words));
+            save_ck(dir, &fp, &st, counts(&new_sink), wck, 0.0, false)?;
         }
         sink = Some(new_sink);
     }
@@ -532,6 +683,7 @@ where
         &fp,
         &mut st,
         sink.as_mut(),
+        words.as_mut(),
         out,
         progress,
         t0,
@@ -541,17 +693,25 @@ where
 
     // ---- finish: last checkpoint, rows file, summary, complete mark ----
     let elapsed = st.elapsed_before + t0.elapsed().as_secs_f64();
-    let words = words_used.then_some(st.words);
-    let summary = M::summary(&st.agg, Some(st.bytes), words);
+    let word_count = words_used.then_some(st.words);
+    let summary = M::summary(&st.agg, Some(st.bytes), word_count);
     let tokens = M::count(&st.agg);
     let tps = rate(tokens, elapsed);
     let mut summary_path = None;
     let mut rows_path = None;
+    let mut words_path = None;
     if let (Some(dir), Some(mut sink)) = (out, sink) {
         sink.finalize_part()?;
-        save_ck(dir, &fp, &st, &sink, elapsed, false)?;
-        let (parts, rows_n) = (sink.parts(), sink.rows());
+        if let Some(w) = words.as_mut() {
+            w.sink.finalize_part()?;
+        }
+        let wck = words.as_ref().map(|w| w.to_ck(opts.words));
+        let sink_counts = counts(&sink);
+        save_ck(dir, &fp, &st, sink_counts, wck.clone(), elapsed, false)?;
         rows_path = sink.finish()?;
+        if let Some(w) = words {
+            words_path = w.sink.finish()?;
+        }
         let finished_at = now_rfc3339();
         let file = SummaryFile {
             metrics: &summary,
@@ -567,20 +727,7 @@ where
         let sp = dir.join(SUMMARY_FILE);
         write_json_atomic(&sp, &file)?;
         summary_path = Some(sp);
-        let ck = Checkpoint {
-            version: checkpoint::version(),
-            fingerprint: fp.clone(),
-            windows_done: st.windows_done,
-            bytes_scored: st.bytes,
-            words: st.words,
-            row_parts: parts,
-            rows_written: rows_n,
-            elapsed_seconds: elapsed,
-            started_at: st.started_at.clone(),
-            complete: true,
-            aggregate: st.agg.clone(),
-        };
-        checkpoint::save(dir, &ck)?;
+        save_ck(dir, &fp, &st, sink_counts, wck, elapsed, true)?;
     }
     Ok(RunOutcome {
         summary,
@@ -589,8 +736,13 @@ where
         elapsed_seconds: elapsed,
         summary_path,
         rows_path,
+        words_path,
         already_complete: false,
     })
+}
+
+fn counts(sink: &RowSink) -> (u64, u64) {
+    (sink.parts(), sink.rows())
 }
 
 fn rate(tokens: u64, secs: f64) -> f64 {
@@ -601,11 +753,16 @@ fn rate(tokens: u64, secs: f64) -> f64 {
     }
 }
 
+/// Writes the checkpoint; `rows` = (finalized token-row parts, rows in
+/// them). Per-word state goes under the extra top-level key `word_rows`
+/// (absent without words).
+#[allow(clippy::too_many_arguments)]
 fn save_ck<A: Serialize + Clone>(
     dir: &Path,
     fp: &Fingerprint,
     st: &State<A>,
-    sink: &RowSink,
+    rows: (u64, u64),
+    words: Option<WordsCk>,
     elapsed: f64,
     complete: bool,
 ) -> Result<()> {
@@ -623,6 +780,8 @@ fn save_ck<A: Serialize + Clone>(
         started_at: &'a str,
         complete: bool,
         aggregate: &'a A,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        word_rows: Option<WordsCk>,
     }
     write_json_atomic(
         &checkpoint::checkpoint_path(dir),
@@ -632,12 +791,13 @@ fn save_ck<A: Serialize + Clone>(
             windows_done: st.windows_done,
             bytes_scored: st.bytes,
             words: st.words,
-            row_parts: sink.parts(),
-            rows_written: sink.rows(),
+            row_parts: rows.0,
+            rows_written: rows.1,
             elapsed_seconds: elapsed,
             started_at: &st.started_at,
             complete,
             aggregate: &st.agg,
+            word_rows: words,
         },
     )
 }
@@ -654,6 +814,7 @@ fn run_loop<M, T, I, E>(
     fp: &Fingerprint,
     st: &mut State<M::Agg>,
     mut sink: Option<&mut RowSink>,
+    mut words: Option<&mut Words>,
     out: Option<&Path>,
     progress: &mut dyn Progress,
     t0: Instant,
@@ -674,7 +835,22 @@ where
     let want_rows = opts.rows != RowsFormat::None;
     let mut batch: Vec<Window> = Vec::with_capacity(opts.batch_size);
     let mut rows_buf: Vec<TokenRow> = Vec::new();
+    let mut word_scores: Vec<(f64, f64)> = Vec::new();
+    let interrupted = || {
+        opts.interrupt
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::SeqCst))
+    };
     loop {
+        // ---- stop between batches on request ----
+        if interrupted() {
+            if let (Some(dir), Some(sink)) = (out, sink.as_deref_mut()) {
+                checkpoint_now(dir, fp, st, sink, words.as_deref_mut(), opts.words, t0)?;
+            }
+            return Err(RunError::Interrupted {
+                out_dir: out.map(Path::to_path_buf),
+            });
+        }
         // ---- fill a batch ----
         while batch.len() < opts.batch_size {
             if let Some(w) = planner.pop() {
@@ -696,7 +872,7 @@ where
                 None => planner.finish()?,
                 Some(Err(e)) => return Err(RunError::Data(e.to_string())),
                 Some(Ok(doc)) => {
-                    push_doc(tokenizer, &mut planner, &doc, kind)?;
+                    push_doc(tokenizer, &mut planner, &doc, kind, words.as_deref_mut())?;
                     sources.push_back((doc.index, doc.source));
                 }
             }
@@ -726,15 +902,25 @@ where
             message: e.to_string(),
         };
         let token_text = |id: u32| tokenizer.token_text(id);
+        word_scores.clear();
         mode.score_batch(
             &inputs,
             &items,
             opts.logit_chunk_rows,
             &mut st.agg,
             want_rows.then_some(&mut rows_buf),
+            words.as_deref().map(|w| WordScores {
+                mask: &w.mask,
+                out: &mut word_scores,
+            }),
             &token_text,
             &on_error,
         )?;
+        if let Some(w) = words.as_deref_mut() {
+            debug_assert_eq!(word_scores.len(), items.len());
+            w.record(&items, &word_scores);
+            w.flush(false)?;
+        }
         for w in &batch {
             st.bytes += match w.doc_totals {
                 Some(t) => t.bytes,
@@ -755,16 +941,39 @@ where
             sink.append(&rows_buf)?;
             if last_ck.elapsed() >= opts.checkpoint_interval {
                 if let Some(dir) = out {
-                    sink.finalize_part()?;
-                    let elapsed = st.elapsed_before + t0.elapsed().as_secs_f64();
-                    save_ck(dir, fp, st, sink, elapsed, false)?;
+                    checkpoint_now(dir, fp, st, sink, words.as_deref_mut(), opts.words, t0)?;
                 }
                 last_ck = Instant::now();
             }
         }
         batch.clear();
     }
+    if let Some(w) = words {
+        w.flush(true)?;
+    }
     Ok(windows_seen)
+}
+
+/// Finalizes the current row parts and writes an (incomplete) checkpoint.
+fn checkpoint_now<A: Serialize + Clone>(
+    dir: &Path,
+    fp: &Fingerprint,
+    st: &State<A>,
+    sink: &mut RowSink,
+    words: Option<&mut Words>,
+    words_format: RowsFormat,
+    t0: Instant,
+) -> Result<()> {
+    sink.finalize_part()?;
+    let wck = match words {
+        Some(w) => {
+            w.sink.finalize_part()?;
+            Some(w.to_ck(words_format))
+        }
+        None => None,
+    };
+    let elapsed = st.elapsed_before + t0.elapsed().as_secs_f64();
+    save_ck(dir, fp, st, counts(sink), wck, elapsed, false)
 }
 
 /// Tokenizes one document and feeds it to the planner (respecting the token
@@ -774,6 +983,7 @@ fn push_doc<T: Tokenize + ?Sized>(
     planner: &mut Planner,
     doc: &Document,
     kind: ProtocolKind,
+    words: Option<&mut Words>,
 ) -> Result<()> {
     let enc = tokenizer.encode(&doc.text).map_err(|e| match e {
         RunError::Tokenizer(m) => {
@@ -819,8 +1029,215 @@ fn push_doc<T: Tokenize + ?Sized>(
         .take(keep)
         .map(|(&id, &(a, b))| (id, a, b))
         .collect();
+    if let Some(w) = words {
+        w.push_doc(doc, &enc.byte_spans, keep, planner.tokens_seen());
+    }
     planner.push_document(doc.index, &toks, totals);
     Ok(())
+}
+
+/// Scores of one pending document as stored in the checkpoint.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct PendingCk {
+    /// Position of the document in the stream of pushed documents.
+    ordinal: u64,
+    /// `(token index, nll, log P_bow)` of its scored tokens.
+    scored: Vec<(usize, Option<f64>, Option<f64>)>,
+    /// `log P_bow` after its last token, if known.
+    final_log_p_bow: Option<f64>,
+}
+
+/// Per-word state in the checkpoint (top-level key `word_rows`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct WordsCk {
+    format: RowsFormat,
+    parts: u64,
+    rows: u64,
+    /// Documents whose rows are in the finalized parts (ordinals `0..n`).
+    docs_flushed: u64,
+    pending: Vec<PendingCk>,
+}
+
+/// Reads the `word_rows` key of the checkpoint in `dir` (absent: no words).
+fn load_words_ck(dir: &Path) -> Result<Option<WordsCk>> {
+    #[derive(Deserialize)]
+    struct Extra {
+        #[serde(default)]
+        word_rows: Option<WordsCk>,
+    }
+    let p = checkpoint::checkpoint_path(dir);
+    let text = std::fs::read_to_string(&p).map_err(|e| RunError::io(&p, e))?;
+    let extra: Extra = serde_json::from_str(&text).map_err(|e| {
+        RunError::Checkpoint(format!("{} is not a valid checkpoint: {e}", p.display()))
+    })?;
+    Ok(extra.word_rows)
+}
+
+/// A document whose word rows are not written yet.
+struct PendingDoc {
+    ordinal: u64,
+    doc: usize,
+    text: String,
+    /// Stream index of its first kept token.
+    global_start: u64,
+    /// Tokens handed to the planner (the rest were cut by `max_tokens`).
+    kept: usize,
+    /// Every token of the document (kept or not), scores filled in as they come.
+    tokens: Vec<TokenWordInput>,
+    final_log_p_bow: Option<f64>,
+}
+
+impl PendingDoc {
+    fn global_end(&self) -> u64 {
+        self.global_start + self.kept as u64
+    }
+
+    fn to_ck(&self) -> PendingCk {
+        PendingCk {
+            ordinal: self.ordinal,
+            scored: self
+                .tokens
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| t.nll_nats.is_some() || t.log_p_bow_before.is_some())
+                .map(|(i, t)| (i, t.nll_nats, t.log_p_bow_before))
+                .collect(),
+            final_log_p_bow: self.final_log_p_bow,
+        }
+    }
+}
+
+/// Per-word rows of a run: the word-boundary mask, the documents in flight
+/// and the `words.*` sink.
+struct Words {
+    mask: Vec<bool>,
+    sink: RowSink<WordRow>,
+    kind: ProtocolKind,
+    bos_used: bool,
+    /// Documents pushed to the planner so far in this session.
+    docs_pushed: u64,
+    /// Documents whose rows were written (ordinals `0..docs_flushed`).
+    docs_flushed: u64,
+    pending: VecDeque<PendingDoc>,
+    /// Scores from the checkpoint, applied when their document is pushed again.
+    restored: VecDeque<PendingCk>,
+    /// Highest stream index scored in this session.
+    max_scored: Option<u64>,
+}
+
+impl Words {
+    /// Registers a document as it is pushed to the planner (`global_start`:
+    /// the planner's token count before the push).
+    fn push_doc(
+        &mut self,
+        doc: &Document,
+        spans: &[(usize, usize)],
+        kept: usize,
+        global_start: u64,
+    ) {
+        let ordinal = self.docs_pushed;
+        self.docs_pushed += 1;
+        if ordinal < self.docs_flushed {
+            return; // written by an earlier session
+        }
+        let mut p = PendingDoc {
+            ordinal,
+            doc: doc.index,
+            text: doc.text.clone(),
+            global_start,
+            kept,
+            tokens: spans
+                .iter()
+                .map(|&(a, b)| TokenWordInput {
+                    byte_start: a,
+                    byte_end: b,
+                    nll_nats: None,
+                    log_p_bow_before: None,
+                })
+                .collect(),
+            final_log_p_bow: None,
+        };
+        while self.restored.front().is_some_and(|r| r.ordinal < ordinal) {
+            self.restored.pop_front();
+        }
+        if self.restored.front().is_some_and(|r| r.ordinal == ordinal) {
+            let r = self.restored.pop_front().expect("checked");
+            for (i, nll, lpb) in r.scored {
+                if let Some(t) = p.tokens.get_mut(i) {
+                    t.nll_nats = nll;
+                    t.log_p_bow_before = lpb;
+                }
+            }
+            p.final_log_p_bow = r.final_log_p_bow;
+        }
+        self.pending.push_back(p);
+    }
+
+    /// Records the scores of a batch's items (in stream order).
+    fn record(&mut self, items: &[Item], scores: &[(f64, f64)]) {
+        let mut cur = 0usize;
+        for ((_, st), &(nll, lpb)) in items.iter().zip(scores) {
+            let g = st.token.global;
+            while cur < self.pending.len() && self.pending[cur].global_end() <= g {
+                cur += 1;
+            }
+            if let Some(p) = self.pending.get_mut(cur) {
+                if p.global_start <= g {
+                    let t = &mut p.tokens[st.token.index];
+                    t.nll_nats = Some(nll);
+                    t.log_p_bow_before = Some(lpb);
+                }
+            }
+            // The distribution predicting a document's first token is the one
+            // after the previous document's last token when it saw that token.
+            let sees_previous =
+                self.kind != ProtocolKind::Rolling && !(self.bos_used && st.position == 0);
+            if st.token.index == 0 && sees_previous {
+                if let Some(prev) = self
+                    .pending
+                    .range_mut(..cur.min(self.pending.len()))
+                    .rev()
+                    .find(|p| p.kept > 0)
+                {
+                    if prev.global_end() == g {
+                        prev.final_log_p_bow = Some(lpb);
+                    }
+                }
+            }
+            self.max_scored = Some(self.max_scored.map_or(g, |m| m.max(g)));
+        }
+    }
+
+    /// Writes the rows of the documents the planner has scored past (all of
+    /// them with `all`, at the end of the run).
+    fn flush(&mut self, all: bool) -> Result<()> {
+        let mut rows = Vec::new();
+        while let Some(front) = self.pending.front() {
+            let end = front.global_end();
+            let done = all
+                || self.max_scored.is_some_and(|m| {
+                    // rolling never scores past a document's last token
+                    m >= end || (self.kind == ProtocolKind::Rolling && m + 1 >= end)
+                });
+            if !done {
+                break;
+            }
+            let p = self.pending.pop_front().expect("checked");
+            rows.extend(word_rows(p.doc, &p.text, &p.tokens, p.final_log_p_bow));
+            self.docs_flushed = p.ordinal + 1;
+        }
+        self.sink.append(&rows)
+    }
+
+    fn to_ck(&self, format: RowsFormat) -> WordsCk {
+        WordsCk {
+            format,
+            parts: self.sink.parts(),
+            rows: self.sink.rows(),
+            docs_flushed: self.docs_flushed,
+            pending: self.pending.iter().map(PendingDoc::to_ck).collect(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -47,6 +47,23 @@ pub enum RunError {
     /// Report writing problems (serialization, parquet, …).
     #[error("report error: {0}")]
     Report(String),
+    /// The run was cancelled (Ctrl-C) between two batches. With an output
+    /// directory, a checkpoint of every finished batch was written first.
+    #[error("{}", interrupted_message(out_dir.as_deref()))]
+    Interrupted {
+        /// Where the checkpoint was written (`None`: no `--out`, nothing saved).
+        out_dir: Option<PathBuf>,
+    },
+}
+
+fn interrupted_message(out_dir: Option<&std::path::Path>) -> String {
+    match out_dir {
+        Some(d) => format!(
+            "interrupted: finished batches were checkpointed in {}; rerun the same command with --resume to continue",
+            d.display()
+        ),
+        None => "interrupted: nothing was saved (no --out directory was given)".into(),
+    }
 }
 
 impl RunError {

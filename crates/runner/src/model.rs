@@ -19,6 +19,14 @@ pub trait Tokenize {
     fn encode(&self, text: &str) -> Result<Encoded>;
     /// Human-readable text of one token (for per-token rows).
     fn token_text(&self, id: u32) -> String;
+    /// **Decoded** text of every id in `0..vocab` (for the word-boundary mask
+    /// of `--words`, see [`crate::words::bow_mask`]): a word-initial token
+    /// must come back with its leading whitespace (`"Ġword"` → `" word"`,
+    /// `"▁word"` → `" word"`). Called once per run, only when per-word rows
+    /// are requested. The default uses [`Tokenize::token_text`].
+    fn vocab_texts(&self, vocab: usize) -> Vec<String> {
+        (0..vocab).map(|id| self.token_text(id as u32)).collect()
+    }
     /// The BOS token id, if the tokenizer has one.
     fn bos_id(&self) -> Option<u32>;
     /// The EOS token id, if any (lm-eval's rolling prefix falls back to it

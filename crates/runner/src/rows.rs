@@ -1,7 +1,9 @@
-//! Per-token rows: staging in checkpointed part files and the final
-//! `tokens.jsonl` / `tokens.parquet`.
+//! Per-token and per-word rows: staging in checkpointed part files and the
+//! final `tokens.jsonl` / `tokens.parquet` (or `words.jsonl` /
+//! `words.parquet`, see [`RowKind`]).
 //!
-//! Rows are appended to `tokens.parts/part-NNNNNN.jsonl.tmp`; at each
+//! Rows are appended to `tokens.parts/part-NNNNNN.jsonl.tmp` (`words.parts/…`
+//! for word rows); at each
 //! checkpoint the current part is flushed, fsynced and renamed to
 //! `part-NNNNNN.jsonl` (finalized). A resumed run deletes every `.tmp` and
 //! every part numbered at or above the checkpoint's part count, so rows are
@@ -10,14 +12,17 @@
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
 use arrow_schema::{DataType, Field, Schema};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RunError};
+use crate::words::WordRow;
 
 /// Output format of the per-token rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -54,6 +59,29 @@ impl RowsFormat {
             RowsFormat::Parquet => Some("tokens.parquet"),
         }
     }
+
+    /// Final file name of per-word rows in this format, if any.
+    pub fn words_file_name(self) -> Option<&'static str> {
+        match self {
+            RowsFormat::None => None,
+            RowsFormat::Jsonl => Some("words.jsonl"),
+            RowsFormat::Parquet => Some("words.parquet"),
+        }
+    }
+}
+
+/// A kind of output row that a [`RowSink`] can stage and finish.
+pub trait RowKind: Serialize + DeserializeOwned {
+    /// Directory of the staged parts inside the output directory.
+    const PARTS_DIR: &'static str;
+    /// What a row is, for messages (`token`, `word`).
+    const WHAT: &'static str;
+    /// Final file name for `format`.
+    fn file_name(format: RowsFormat) -> Option<&'static str>;
+    /// Arrow schema of the parquet file.
+    fn schema() -> Schema;
+    /// Arrow columns of `rows` under `schema`.
+    fn record_batch(schema: &Arc<Schema>, rows: &[Self]) -> Result<RecordBatch>;
 }
 
 /// One scored token.
@@ -106,10 +134,8 @@ fn f64_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64
     Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
-const PARTS_DIR: &str = "tokens.parts";
-
-fn part_path(dir: &Path, k: u64, tmp: bool) -> PathBuf {
-    dir.join(PARTS_DIR).join(format!(
+fn part_path(dir: &Path, parts_dir: &str, k: u64, tmp: bool) -> PathBuf {
+    dir.join(parts_dir).join(format!(
         "part-{k:06}.jsonl{}",
         if tmp { ".tmp" } else { "" }
     ))
@@ -117,7 +143,7 @@ fn part_path(dir: &Path, k: u64, tmp: bool) -> PathBuf {
 
 /// Appends rows to the current part file; finalizes parts at checkpoints.
 #[derive(Debug)]
-pub struct RowSink {
+pub struct RowSink<R: RowKind = TokenRow> {
     dir: PathBuf,
     format: RowsFormat,
     /// Number of finalized parts.
@@ -125,13 +151,14 @@ pub struct RowSink {
     current: Option<BufWriter<File>>,
     /// Rows in finalized parts plus the current part.
     rows: u64,
+    _rows: PhantomData<fn(R)>,
 }
 
-impl RowSink {
+impl<R: RowKind> RowSink<R> {
     /// Opens the sink for `dir`, keeping the first `parts` finalized parts
     /// (from a checkpoint; 0 for a fresh run) and deleting everything else.
     pub fn open(dir: &Path, format: RowsFormat, parts: u64, rows: u64) -> Result<Self> {
-        let pdir = dir.join(PARTS_DIR);
+        let pdir = dir.join(R::PARTS_DIR);
         if format != RowsFormat::None {
             fs::create_dir_all(&pdir).map_err(|e| RunError::io(&pdir, e))?;
             for entry in fs::read_dir(&pdir).map_err(|e| RunError::io(&pdir, e))? {
@@ -148,10 +175,11 @@ impl RowSink {
                 }
             }
             for k in 0..parts {
-                let p = part_path(dir, k, false);
+                let p = part_path(dir, R::PARTS_DIR, k, false);
                 if !p.exists() {
                     return Err(RunError::Checkpoint(format!(
-                        "token rows part {} is missing; the output directory was modified",
+                        "{} rows part {} is missing; the output directory was modified",
+                        R::WHAT,
                         p.display()
                     )));
                 }
@@ -163,6 +191,7 @@ impl RowSink {
             parts,
             current: None,
             rows,
+            _rows: PhantomData,
         })
     }
 
@@ -177,17 +206,17 @@ impl RowSink {
     }
 
     /// Appends rows to the current (unfinalized) part.
-    pub fn append(&mut self, rows: &[TokenRow]) -> Result<()> {
+    pub fn append(&mut self, rows: &[R]) -> Result<()> {
         if self.format == RowsFormat::None || rows.is_empty() {
             return Ok(());
         }
         if self.current.is_none() {
-            let p = part_path(&self.dir, self.parts, true);
+            let p = part_path(&self.dir, R::PARTS_DIR, self.parts, true);
             let f = File::create(&p).map_err(|e| RunError::io(&p, e))?;
             self.current = Some(BufWriter::new(f));
         }
         let w = self.current.as_mut().expect("just opened");
-        let p = part_path(&self.dir, self.parts, true);
+        let p = part_path(&self.dir, R::PARTS_DIR, self.parts, true);
         for r in rows {
             serde_json::to_writer(&mut *w, r).map_err(|e| RunError::Report(e.to_string()))?;
             w.write_all(b"\n").map_err(|e| RunError::io(&p, e))?;
@@ -200,13 +229,13 @@ impl RowSink {
     /// writing the checkpoint that records `parts()`.
     pub fn finalize_part(&mut self) -> Result<()> {
         if let Some(w) = self.current.take() {
-            let tmp = part_path(&self.dir, self.parts, true);
+            let tmp = part_path(&self.dir, R::PARTS_DIR, self.parts, true);
             let f = w
                 .into_inner()
                 .map_err(|e| RunError::io(&tmp, e.into_error()))?;
             f.sync_all().map_err(|e| RunError::io(&tmp, e))?;
             drop(f);
-            let fin = part_path(&self.dir, self.parts, false);
+            let fin = part_path(&self.dir, R::PARTS_DIR, self.parts, false);
             fs::rename(&tmp, &fin).map_err(|e| RunError::io(&fin, e))?;
             self.parts += 1;
         }
@@ -217,7 +246,7 @@ impl RowSink {
     /// and removes the parts. Returns the final path.
     pub fn finish(mut self) -> Result<Option<PathBuf>> {
         self.finalize_part()?;
-        let Some(name) = self.format.file_name() else {
+        let Some(name) = R::file_name(self.format) else {
             return Ok(None);
         };
         let fin = self.dir.join(name);
@@ -227,7 +256,7 @@ impl RowSink {
                 let mut out =
                     BufWriter::new(File::create(&tmp).map_err(|e| RunError::io(&tmp, e))?);
                 for k in 0..self.parts {
-                    let p = part_path(&self.dir, k, false);
+                    let p = part_path(&self.dir, R::PARTS_DIR, k, false);
                     let mut f = File::open(&p).map_err(|e| RunError::io(&p, e))?;
                     std::io::copy(&mut f, &mut out).map_err(|e| RunError::io(&tmp, e))?;
                 }
@@ -240,7 +269,7 @@ impl RowSink {
             RowsFormat::None => unreachable!(),
         }
         fs::rename(&tmp, &fin).map_err(|e| RunError::io(&fin, e))?;
-        let pdir = self.dir.join(PARTS_DIR);
+        let pdir = self.dir.join(R::PARTS_DIR);
         fs::remove_dir_all(&pdir).map_err(|e| RunError::io(&pdir, e))?;
         Ok(Some(fin))
     }
@@ -249,26 +278,26 @@ impl RowSink {
         use parquet::arrow::ArrowWriter;
         use parquet::basic::Compression;
         use parquet::file::properties::WriterProperties;
-        let schema = Arc::new(parquet_schema());
+        let schema = Arc::new(R::schema());
         let file = File::create(tmp).map_err(|e| RunError::io(tmp, e))?;
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .build();
         let perr = |e: parquet::errors::ParquetError| RunError::Report(format!("parquet: {e}"));
         let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(perr)?;
-        let mut batch: Vec<TokenRow> = Vec::with_capacity(BATCH_ROWS);
+        let mut batch: Vec<R> = Vec::with_capacity(BATCH_ROWS);
         for k in 0..self.parts {
-            let p = part_path(&self.dir, k, false);
+            let p = part_path(&self.dir, R::PARTS_DIR, k, false);
             let f = File::open(&p).map_err(|e| RunError::io(&p, e))?;
             for line in BufReader::new(f).lines() {
                 let line = line.map_err(|e| RunError::io(&p, e))?;
-                let row: TokenRow = serde_json::from_str(&line).map_err(|e| {
-                    RunError::Report(format!("corrupt token row in {}: {e}", p.display()))
+                let row: R = serde_json::from_str(&line).map_err(|e| {
+                    RunError::Report(format!("corrupt {} row in {}: {e}", R::WHAT, p.display()))
                 })?;
                 batch.push(row);
                 if batch.len() == BATCH_ROWS {
                     writer
-                        .write(&record_batch(&schema, &batch)?)
+                        .write(&R::record_batch(&schema, &batch)?)
                         .map_err(perr)?;
                     batch.clear();
                 }
@@ -276,7 +305,7 @@ impl RowSink {
         }
         if !batch.is_empty() {
             writer
-                .write(&record_batch(&schema, &batch)?)
+                .write(&R::record_batch(&schema, &batch)?)
                 .map_err(perr)?;
         }
         writer.close().map_err(perr)?;
@@ -309,7 +338,74 @@ pub fn parquet_schema() -> Schema {
     ])
 }
 
-fn record_batch(schema: &Arc<Schema>, rows: &[TokenRow]) -> Result<RecordBatch> {
+impl RowKind for TokenRow {
+    const PARTS_DIR: &'static str = "tokens.parts";
+    const WHAT: &'static str = "token";
+    fn file_name(format: RowsFormat) -> Option<&'static str> {
+        format.file_name()
+    }
+    fn schema() -> Schema {
+        parquet_schema()
+    }
+    fn record_batch(schema: &Arc<Schema>, rows: &[Self]) -> Result<RecordBatch> {
+        token_record_batch(schema, rows)
+    }
+}
+
+/// Arrow schema of `words.parquet`.
+pub fn words_parquet_schema() -> Schema {
+    let f = |n: &str, t: DataType, nullable: bool| Field::new(n, t, nullable);
+    Schema::new(vec![
+        f("doc", DataType::UInt64, false),
+        f("word_index", DataType::UInt64, false),
+        f("word", DataType::Utf8, false),
+        f("byte_start", DataType::UInt64, false),
+        f("byte_end", DataType::UInt64, false),
+        f("n_tokens", DataType::UInt64, false),
+        f("surprisal_nats", DataType::Float64, true),
+        f("surprisal_corrected_nats", DataType::Float64, true),
+    ])
+}
+
+impl RowKind for WordRow {
+    const PARTS_DIR: &'static str = "words.parts";
+    const WHAT: &'static str = "word";
+    fn file_name(format: RowsFormat) -> Option<&'static str> {
+        format.words_file_name()
+    }
+    fn schema() -> Schema {
+        words_parquet_schema()
+    }
+    fn record_batch(schema: &Arc<Schema>, rows: &[Self]) -> Result<RecordBatch> {
+        let u64s = |g: &dyn Fn(&WordRow) -> usize| -> ArrayRef {
+            Arc::new(UInt64Array::from_iter_values(
+                rows.iter().map(|r| g(r) as u64),
+            ))
+        };
+        // JSON staging turns non-finite floats into null; keep them null.
+        let f64s = |g: &dyn Fn(&WordRow) -> Option<f64>| -> ArrayRef {
+            Arc::new(Float64Array::from_iter(
+                rows.iter().map(|r| g(r).filter(|x| x.is_finite())),
+            ))
+        };
+        let cols: Vec<ArrayRef> = vec![
+            u64s(&|r| r.doc),
+            u64s(&|r| r.word_index),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.word.as_str()),
+            )),
+            u64s(&|r| r.byte_start),
+            u64s(&|r| r.byte_end),
+            u64s(&|r| r.n_tokens),
+            f64s(&|r| r.surprisal_nats),
+            f64s(&|r| r.surprisal_corrected_nats),
+        ];
+        RecordBatch::try_new(schema.clone(), cols)
+            .map_err(|e| RunError::Report(format!("arrow: {e}")))
+    }
+}
+
+fn token_record_batch(schema: &Arc<Schema>, rows: &[TokenRow]) -> Result<RecordBatch> {
     // JSON staging turns non-finite floats into null; keep them null.
     fn f64s(rows: &[TokenRow], g: impl Fn(&TokenRow) -> f64) -> ArrayRef {
         Arc::new(Float64Array::from_iter(

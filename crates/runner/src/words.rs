@@ -173,40 +173,10 @@ pub fn mark_tokens(mask: &mut Vec<bool>, ids: &[u32]) {
     }
 }
 
-/// `log Σ_{i: mask[i]} softmax(logits)_i`, computed in f64 with max-shifted
-/// log-sum-exp. `-inf` logits are fine (they contribute nothing). Entries of
-/// `logits` beyond `mask.len()` count as unmasked (padded vocabularies).
-/// Returns `-inf` if no masked entry has finite probability, and NaN if the
-/// distribution itself is undefined (all logits `-inf`, or any NaN/`+inf`).
-pub fn log_mass(logits: &[f32], mask: &[bool]) -> f64 {
-    let mut max_all = f64::NEG_INFINITY;
-    let mut max_sel = f64::NEG_INFINITY;
-    for (i, &l) in logits.iter().enumerate() {
-        let l = l as f64;
-        if l.is_nan() || l == f64::INFINITY {
-            return f64::NAN;
-        }
-        max_all = max_all.max(l);
-        if mask.get(i).copied().unwrap_or(false) {
-            max_sel = max_sel.max(l);
-        }
-    }
-    if max_all == f64::NEG_INFINITY {
-        return f64::NAN;
-    }
-    if max_sel == f64::NEG_INFINITY {
-        return f64::NEG_INFINITY;
-    }
-    let (mut sum_all, mut sum_sel) = (0.0f64, 0.0f64);
-    for (i, &l) in logits.iter().enumerate() {
-        let l = l as f64;
-        sum_all += (l - max_all).exp();
-        if mask.get(i).copied().unwrap_or(false) {
-            sum_sel += (l - max_sel).exp();
-        }
-    }
-    (max_sel + sum_sel.ln()) - (max_all + sum_all.ln())
-}
+/// `log Σ_{i: mask[i]} softmax(logits)_i`: the log-sum-exp lives in the
+/// metrics crate (one concept, one place); re-exported here because `log P_bow`
+/// is this module's input.
+pub use surprisal_metrics::log_mass;
 
 /// Which word (index into `words`) a token belongs to, and whether the token
 /// covers non-whitespace bytes of more than one word (then the range of
@@ -319,22 +289,5 @@ mod tests {
         assert!(word_spans("").is_empty());
         assert!(word_spans(" \n\t").is_empty());
         assert_eq!(word_spans("x"), vec![WordSpan { start: 0, end: 1 }]);
-    }
-
-    #[test]
-    fn log_mass_basic() {
-        let l = [0.0f32, 0.0, 0.0, 0.0];
-        assert!((log_mass(&l, &[true, false, true, false]) - 0.5f64.ln()).abs() < 1e-12);
-        assert_eq!(log_mass(&l, &[false; 4]), f64::NEG_INFINITY);
-        assert!(log_mass(&l, &[true; 4]).abs() < 1e-12);
-        let l = [f32::NEG_INFINITY, 1.0, f32::NEG_INFINITY];
-        assert!(log_mass(&l, &[false, true, false]).abs() < 1e-12);
-        assert_eq!(log_mass(&l, &[true, false, true]), f64::NEG_INFINITY);
-        assert!(log_mass(&[f32::NEG_INFINITY; 2], &[true, true]).is_nan());
-        // Underflow of the selected mass relative to the max.
-        let l = [1000.0f32, 0.0];
-        assert!((log_mass(&l, &[false, true]) - (-1000.0)).abs() < 1e-9);
-        // Mask shorter than logits: the rest is unmasked.
-        assert!((log_mass(&[0.0, 0.0], &[true]) - 0.5f64.ln()).abs() < 1e-12);
     }
 }
