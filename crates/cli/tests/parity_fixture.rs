@@ -95,7 +95,13 @@ fn run_case(c: &Value) -> Run {
     .map(|s| s.to_string())
     .collect();
     args.push(dir.path().join("out").display().to_string());
-    args.extend(c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()));
+    args.extend(
+        c["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string()),
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_surprisal"))
         .args(&args)
         .current_dir(&root)
@@ -203,8 +209,16 @@ fn check_chunks(name: &str, window: u64) {
     let (run, c) = check_common(name);
     let want = nums(&c["per_chunk_mean_nll_nats"]);
     let per_chunk = (window - window / 2 - 1) as usize;
-    assert_eq!(run.rows.len(), want.len() * per_chunk, "{name}: rows per chunk");
-    assert_eq!(u(&run.summary["windows"]), want.len() as u64, "{name}: chunks");
+    assert_eq!(
+        run.rows.len(),
+        want.len() * per_chunk,
+        "{name}: rows per chunk"
+    );
+    assert_eq!(
+        u(&run.summary["windows"]),
+        want.len() as u64,
+        "{name}: chunks"
+    );
     for (k, (rows, w)) in run.rows.chunks(per_chunk).zip(&want).enumerate() {
         let mean = rows.iter().map(|r| f(&r["nll_nats"])).sum::<f64>() / per_chunk as f64;
         assert!(
