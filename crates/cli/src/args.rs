@@ -136,6 +136,9 @@ pub struct RunOptions {
     /// Compute threads [default: all cores].
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Seconds between checkpoints [default: 30]; 0 checkpoints after every batch (tests, kill -9 drills).
+    #[arg(long, hide = true)]
+    pub checkpoint_seconds: Option<u64>,
 }
 
 impl RunOptions {
@@ -148,6 +151,7 @@ impl RunOptions {
             model, data, protocol, window, stride, bos, text_field, max_tokens, max_chunks,
             batch_size, device, out, per_token, threads
         );
+        take!(checkpoint_seconds);
         self.dequantize |= file.dequantize;
         self.words |= file.words;
         self.resume |= file.resume;

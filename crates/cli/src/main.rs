@@ -37,11 +37,17 @@ fn main() -> ExitCode {
 }
 
 /// The error and its causes on one line (`outer: cause: cause`), without repeating a cause that the
-/// outer message already contains.
+/// outer message already contains. A cause whose message spans lines is joined with `; `.
 fn one_line(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {
-        let s = cause.to_string();
+        let s = cause
+            .to_string()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
         if !out.contains(&s) {
             if !out.is_empty() {
                 out.push_str(": ");
@@ -93,8 +99,20 @@ fn with_config(flags: Flags) -> Result<Flags> {
     };
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read config {}", path.display()))?;
-    let file: Flags =
-        toml::from_str(&text).with_context(|| format!("{}: invalid config", path.display()))?;
+    // toml's Display is a multi-line snippet; report `file:line:column: message` instead
+    let file: Flags = toml::from_str(&text).map_err(|e| {
+        let at = e.span().map_or(String::new(), |r| {
+            let before = &text[..r.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!(":{line}:{col}")
+        });
+        anyhow::anyhow!(
+            "{}{at}: invalid config: {}",
+            path.display(),
+            e.message().trim()
+        )
+    })?;
     Ok(flags.merge_under(file))
 }
 
@@ -169,6 +187,9 @@ fn resolve(f: &Flags) -> Result<(ModelSpec, JobSpec)> {
         .as_ref()
         .map(|p| PathBuf::from(expand_home(&p.display().to_string())));
     run.resume = f.resume;
+    if let Some(s) = f.checkpoint_seconds {
+        run.checkpoint_interval = std::time::Duration::from_secs(s);
+    }
     if run.resume && run.out_dir.is_none() {
         bail!("--resume needs --out DIR (the directory of the interrupted run)");
     }

@@ -114,11 +114,31 @@ pub enum ModelError {
     #[error("invalid input: {0}")]
     Input(String),
 
-    #[error("tensor computation failed: {0}")]
+    #[error("tensor computation failed: {}", candle_message(.0))]
     Candle(#[from] candle_core::Error),
 }
 
 pub type Result<T> = std::result::Result<T, ModelError>;
+
+/// A candle error as one line, without the backtrace candle appends when `RUST_BACKTRACE` is set
+/// (`WithBacktrace` displays as `inner\nbacktrace`, `Context` as `context\ninner`): messages must stay
+/// one line, and callers that classify the message (GGUF type ids, truncation) must see the same
+/// text with or without the variable.
+pub(crate) fn candle_message(e: &candle_core::Error) -> String {
+    use candle_core::Error as E;
+    match e {
+        E::WithBacktrace { inner, .. } => candle_message(inner),
+        E::Context { inner, context } => format!("{context}: {}", candle_message(inner)),
+        E::WithPath { inner, path } => format!("{}: {}", path.display(), candle_message(inner)),
+        other => other
+            .to_string()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
+}
 
 /// Reads a file, naming it in the error.
 pub(crate) fn read_to_string(path: &std::path::Path) -> Result<String> {

@@ -45,7 +45,7 @@ impl Store {
             // being modified while the model is alive.
             let st = unsafe { MmapedSafetensors::new(p) }.map_err(|e| ModelError::Safetensors {
                 path: p.clone(),
-                message: e.to_string(),
+                message: crate::error::candle_message(&e),
             })?;
             for (name, _) in st.tensors() {
                 routing.insert(name, i);
@@ -146,7 +146,7 @@ impl Store {
                 let (path, st) = &files[i];
                 let view = st.get(hf_name).map_err(|e| ModelError::Safetensors {
                     path: path.clone(),
-                    message: e.to_string(),
+                    message: crate::error::candle_message(&e),
                 })?;
                 let found = format!("{:?}", view.dtype());
                 if !matches!(found.as_str(), "F16" | "BF16" | "F32" | "F64") {
@@ -160,7 +160,7 @@ impl Store {
                 self.check_shape(hf_name, view.shape(), shape)?;
                 let t = st.load(hf_name, dev).map_err(|e| ModelError::Safetensors {
                     path: path.clone(),
-                    message: format!("tensor `{hf_name}`: {e}"),
+                    message: format!("tensor `{hf_name}`: {}", crate::error::candle_message(&e)),
                 })?;
                 Ok(t.to_dtype(dtype)?)
             }
@@ -191,7 +191,10 @@ impl Store {
             .tensor(&mut *reader, &key, &Device::Cpu)
             .map_err(|e| ModelError::Gguf {
                 path: path.clone(),
-                message: format!("tensor `{key}`: {e} (the file may be truncated; re-download it)"),
+                message: format!(
+                    "tensor `{key}`: {} (the file may be truncated; re-download it)",
+                    crate::error::candle_message(&e)
+                ),
             })
     }
 
@@ -358,7 +361,7 @@ pub(crate) fn open_gguf(path: &Path, dequantize: bool) -> Result<Store> {
 }
 
 fn gguf_read_error(path: &Path, e: candle_core::Error) -> ModelError {
-    let msg = e.to_string();
+    let msg = crate::error::candle_message(&e);
     if let Some(code) = msg
         .split("unknown dtype for tensor ")
         .nth(1)
