@@ -5,8 +5,10 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::attention::Attention;
 use crate::config::DecoderConfig;
+use crate::config::{RopeLayout, RopeScaling};
 use crate::error::{ModelError, Result};
 use crate::layers::{Linear, Mlp, RmsNorm};
+use crate::llama_cpp;
 use crate::rope::RotaryEmbedding;
 use crate::weights::Weights;
 
@@ -41,6 +43,56 @@ impl DecoderLayer {
         })
     }
 
+    /// llama.cpp's computation of the block (see `llama_cpp`): x (B·T·hidden) in place.
+    fn forward_llama_cpp(
+        &self,
+        x: &mut [f32],
+        b: usize,
+        t: usize,
+        lc: &LlamaCppRope,
+    ) -> Result<()> {
+        let a = &self.self_attn;
+        let m = b * t;
+        let (h, kv, d) = (a.num_heads, a.num_kv_heads, a.head_dim);
+        let n1 = &self.input_layernorm;
+        let xn = llama_cpp::rms_norm_mul(x, &n1.weight_f32()?, n1.eps());
+        let mut q = a.q_proj.forward_f32(&xn, m)?;
+        let mut k = a.k_proj.forward_f32(&xn, m)?;
+        let v = a.v_proj.forward_f32(&xn, m)?;
+        if let Some(n) = &a.q_norm {
+            q = llama_cpp::rms_norm_mul(&q, &n.weight_f32()?, n.eps());
+        }
+        if let Some(n) = &a.k_norm {
+            k = llama_cpp::rms_norm_mul(&k, &n.weight_f32()?, n.eps());
+        }
+        llama_cpp::rope_apply(&mut q, t, h, d, lc.interleaved, &lc.cache);
+        llama_cpp::rope_apply(&mut k, t, kv, d, lc.interleaved, &lc.cache);
+        let shape = llama_cpp::AttnShape {
+            b,
+            t,
+            heads: h,
+            kv_heads: kv,
+            d,
+            scale: 1.0f32 / (d as f32).sqrt(),
+            sliding_window: a.sliding_window,
+        };
+        let att = llama_cpp::attention(&q, &k, &v, &shape);
+        let o = a.o_proj.forward_f32(&att, m)?;
+        for (x, o) in x.iter_mut().zip(&o) {
+            *x += *o;
+        }
+        let n2 = &self.post_attention_layernorm;
+        let xn = llama_cpp::rms_norm_mul(x, &n2.weight_f32()?, n2.eps());
+        let gate = self.mlp.gate_proj.forward_f32(&xn, m)?;
+        let up = self.mlp.up_proj.forward_f32(&xn, m)?;
+        let act = llama_cpp::swiglu(&gate, &up);
+        let down = self.mlp.down_proj.forward_f32(&act, m)?;
+        for (x, o) in x.iter_mut().zip(&down) {
+            *x += *o;
+        }
+        Ok(())
+    }
+
     /// x: (B, T, hidden) -> (B, T, hidden)
     fn forward(&self, x: &Tensor, rope: &crate::rope::RopeTables) -> Result<Tensor> {
         let h = self
@@ -52,6 +104,13 @@ impl DecoderLayer {
             .forward(&self.post_attention_layernorm.forward(&x)?)?;
         Ok((x + h)?)
     }
+}
+
+/// What llama.cpp's RoPE needs.
+#[derive(Debug, Clone)]
+struct LlamaCppRope {
+    cache: Vec<[f32; 2]>,
+    interleaved: bool,
 }
 
 /// A causal language model that returns final (normed) hidden states for every position, and
@@ -67,6 +126,9 @@ pub struct CausalLm {
     cfg: DecoderConfig,
     device: Device,
     dtype: DType,
+    /// Quantized GGUF on the CPU with ggml's kernels: run every op like llama.cpp does.
+    llama_cpp: bool,
+    freq_factors: Option<Vec<f32>>,
 }
 
 impl CausalLm {
@@ -87,7 +149,16 @@ impl CausalLm {
             // For quantized GGUF this keeps the quantized `token_embd` as the head, like llama.cpp.
             Linear::from_qmatmul(m.pp("embed_tokens").matmul((vocab, hidden), "weight")?)?
         };
+        let llama_cpp = vb.device().is_cpu()
+            && vb.dtype() == DType::F32
+            && matches!(cfg.rope_scaling, RopeScaling::None)
+            && cfg.head_dim % 16 == 0
+            && layers.first().is_some_and(|l| l.self_attn.q_proj.is_ggml())
+            // Opt-in while it does not yet reproduce llama.cpp (see `llama_cpp`).
+            && std::env::var("SURPRISAL_LLAMA_CPP_OPS").is_ok_and(|v| v == "1");
         Ok(Self {
+            llama_cpp,
+            freq_factors: freq_factors.map(<[f32]>::to_vec),
             embed_tokens,
             layers,
             norm,
@@ -161,6 +232,28 @@ impl CausalLm {
             self.embed_tokens
                 .index_select(&flat, 0)?
                 .reshape((b, t, self.cfg.hidden_size))?;
+        if self.llama_cpp {
+            let lc = LlamaCppRope {
+                cache: llama_cpp::rope_cache(
+                    t,
+                    self.cfg.rope_dim,
+                    self.cfg.rope_theta as f32,
+                    self.freq_factors.as_deref(),
+                ),
+                interleaved: matches!(self.cfg.rope_layout, RopeLayout::Interleaved),
+            };
+            let mut xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
+            for layer in &self.layers {
+                layer.forward_llama_cpp(&mut xs, b, t, &lc)?;
+            }
+            let n = &self.norm;
+            let xs = llama_cpp::rms_norm_mul(&xs, &n.weight_f32()?, n.eps());
+            return Ok(Tensor::from_vec(
+                xs,
+                (b, t, self.cfg.hidden_size),
+                &self.device,
+            )?);
+        }
         let rope = self.rope.tables(t, self.dtype, &self.device)?;
         for layer in &self.layers {
             x = layer.forward(&x, &rope)?;

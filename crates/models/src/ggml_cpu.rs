@@ -16,6 +16,8 @@
 //! Results are identical whatever the threading or blocking, since every output element is one
 //! fixed sequence of float operations.
 
+#![allow(clippy::needless_range_loop)] // lane-indexed kernels mirror the SIMD code
+
 use std::sync::OnceLock;
 
 use candle_core::quantized::{GgmlDType, QTensor};

@@ -52,6 +52,36 @@ impl Linear {
         Ok(Self { weight, ggml, bias })
     }
 
+    /// Whether this projection runs ggml's exact quantized kernel.
+    pub fn is_ggml(&self) -> bool {
+        self.ggml.is_some()
+    }
+
+    /// x: (m, in) row-major f32 -> (m, out) row-major f32.
+    pub fn forward_f32(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
+        let mut y = match &self.ggml {
+            Some(g) => g.forward(x, m),
+            None => {
+                let in_dim = x.len() / m.max(1);
+                let dev = match &self.weight {
+                    QMatMul::QTensor(q) => q.device(),
+                    QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.device().clone(),
+                };
+                let xt = Tensor::from_slice(x, (m, in_dim), &dev)?;
+                return Ok(self.forward(&xt)?.flatten_all()?.to_vec1()?);
+            }
+        };
+        if let Some(b) = &self.bias {
+            let b: Vec<f32> = b.to_dtype(DType::F32)?.to_vec1()?;
+            for row in y.chunks_mut(b.len()) {
+                for (y, b) in row.iter_mut().zip(&b) {
+                    *y += b;
+                }
+            }
+        }
+        Ok(y)
+    }
+
     /// x: (..., in) -> (..., out), in the dtype of x.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims().to_vec();
@@ -99,6 +129,14 @@ impl RmsNorm {
         })
     }
 
+    pub fn weight_f32(&self) -> Result<Vec<f32>> {
+        Ok(self.weight.to_dtype(DType::F32)?.to_vec1()?)
+    }
+
+    pub fn eps(&self) -> f32 {
+        self.eps
+    }
+
     /// Normalizes over the last dimension.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(candle_nn::ops::rms_norm(
@@ -112,9 +150,9 @@ impl RmsNorm {
 /// down(silu(gate(x)) * up(x))
 #[derive(Debug, Clone)]
 pub struct Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
-    down_proj: Linear,
+    pub(crate) gate_proj: Linear,
+    pub(crate) up_proj: Linear,
+    pub(crate) down_proj: Linear,
 }
 
 impl Mlp {

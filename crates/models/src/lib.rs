@@ -13,6 +13,7 @@ pub mod ggml_cpu;
 pub mod gguf;
 pub mod hub;
 pub mod layers;
+pub mod llama_cpp;
 pub mod mask;
 pub mod rope;
 pub mod source;
