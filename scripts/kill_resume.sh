@@ -37,10 +37,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# `exec`: a backgrounded function runs in a subshell; exec makes $! the surprisal process itself, so
+# kill -9 hits it and not a wrapper shell that would leave it running on.
 eval_cmd() { # eval_cmd OUT [flags...]
     local out="$1"
     shift
-    "$bin" eval --model "$model" --data "$data" --out "$out" --quiet --checkpoint-seconds 0 \
+    exec "$bin" eval --model "$model" --data "$data" --out "$out" --quiet --checkpoint-seconds 0 \
         "${extra[@]}" "$@"
 }
 
@@ -48,7 +50,7 @@ now_ms() { date +%s%3N; }
 
 # ---- 1. reference run ----
 t0=$(now_ms)
-eval_cmd "$work/A" 2>"$work/A.stderr" || {
+(eval_cmd "$work/A") 2>"$work/A.stderr" || {
     echo "reference run failed:" >&2
     cat "$work/A.stderr" >&2
     exit 1
@@ -61,8 +63,9 @@ echo "reference run: ${dur_ms} ms"
 killed=0
 finished_early=0
 for i in $(seq 1 "$n"); do
-    # a delay in [0, 1.1 * duration): most kills land mid-run, a few after it finished
-    delay_ms=$(((RANDOM * 32768 + RANDOM) % (dur_ms + dur_ms / 10 + 1)))
+    # a delay in [0, 1.5 * duration / N): the N kills together usually land before the run could
+    # finish, anywhere from model loading to the last windows
+    delay_ms=$(((RANDOM * 32768 + RANDOM) % (dur_ms * 3 / (2 * n) + 1)))
     eval_cmd "$work/B" --resume 2>>"$work/B.stderr" &
     pid=$!
     sleep "$(printf '%d.%03d' $((delay_ms / 1000)) $((delay_ms % 1000)))"
@@ -83,7 +86,7 @@ for i in $(seq 1 "$n"); do
 done
 
 # ---- 3. finish and compare ----
-eval_cmd "$work/B" --resume 2>>"$work/B.stderr" || {
+(eval_cmd "$work/B" --resume) 2>>"$work/B.stderr" || {
     echo "final resumed run failed:" >&2
     cat "$work/B.stderr" >&2
     exit 1

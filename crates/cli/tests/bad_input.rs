@@ -37,7 +37,15 @@ impl Case {
     /// `eval --model M --data D --out O [--window 64] <extra>`.
     fn eval_with(&self, model: &Path, data: &Path, extra: &[&str]) -> std::process::Output {
         let out = self.out();
-        let mut args = vec!["eval", "--model", s(model), "--data", s(data), "--out", s(&out)];
+        let mut args = vec![
+            "eval",
+            "--model",
+            s(model),
+            "--data",
+            s(data),
+            "--out",
+            s(&out),
+        ];
         if !extra.contains(&"--window") {
             args.extend_from_slice(&["--window", "64"]);
         }
@@ -77,8 +85,14 @@ fn config_json_missing() {
 #[test]
 fn config_json_not_json() {
     let c = Case::new();
-    write(&c.model().join("config.json"), "{\"hidden_size\": 64,\n oops");
-    c.fails(&c.eval(&[]), &["model/config.json", "invalid JSON", "line 2"]);
+    write(
+        &c.model().join("config.json"),
+        "{\"hidden_size\": 64,\n oops",
+    );
+    c.fails(
+        &c.eval(&[]),
+        &["model/config.json", "invalid JSON", "line 2"],
+    );
 }
 
 #[test]
@@ -87,7 +101,10 @@ fn config_json_missing_hidden_size() {
     edit_config(&c.model(), |m| {
         m.remove("hidden_size");
     });
-    c.fails(&c.eval(&[]), &["model/config.json", "hidden_size", "missing"]);
+    c.fails(
+        &c.eval(&[]),
+        &["model/config.json", "hidden_size", "missing"],
+    );
 }
 
 #[test]
@@ -151,7 +168,12 @@ fn safetensors_tensor_wrong_shape() {
     });
     c.fails(
         &c.eval(&[]),
-        &["model/model.safetensors", "model.norm.weight", "[32]", "[64]"],
+        &[
+            "model/model.safetensors",
+            "model.norm.weight",
+            "[32]",
+            "[64]",
+        ],
     );
 }
 
@@ -166,7 +188,12 @@ fn safetensors_tensor_wrong_dtype() {
     });
     c.fails(
         &c.eval(&[]),
-        &["model/model.safetensors", "model.norm.weight", "dtype", "I64"],
+        &[
+            "model/model.safetensors",
+            "model.norm.weight",
+            "dtype",
+            "I64",
+        ],
     );
 }
 
@@ -178,7 +205,11 @@ fn safetensors_tensor_missing() {
     });
     c.fails(
         &c.eval(&[]),
-        &["model.safetensors", "model.layers.1.mlp.up_proj.weight", "not found"],
+        &[
+            "model.safetensors",
+            "model.layers.1.mlp.up_proj.weight",
+            "not found",
+        ],
     );
 }
 
@@ -219,7 +250,10 @@ fn gguf_truncated() {
     let c = Case::new();
     let g = gguf(&c, "cut.gguf");
     let bytes = std::fs::read(&g).unwrap();
-    for (i, cut) in [bytes.len() - 100, bytes.len() / 2, 1000, 30].into_iter().enumerate() {
+    for (i, cut) in [bytes.len() - 100, bytes.len() / 2, 1000, 30]
+        .into_iter()
+        .enumerate()
+    {
         let p = c.p(&format!("cut{i}.gguf"));
         write(&p, &bytes[..cut]);
         let line = c.fails(&c.eval_model(&p), &[&format!("cut{i}.gguf")]);
@@ -291,7 +325,12 @@ fn tokenizer_vocab_larger_than_embedding() {
     let m = fixture_copy("bad_vocab", &c.p("bad_vocab"));
     c.fails(
         &c.eval_model(&m),
-        &["bad_vocab/tokenizer.json", "bad_vocab/model.safetensors", "384", "256"],
+        &[
+            "bad_vocab/tokenizer.json",
+            "bad_vocab/model.safetensors",
+            "384",
+            "256",
+        ],
     );
 }
 
@@ -406,7 +445,10 @@ fn jsonl_text_field_not_a_string() {
 fn parquet_missing_column() {
     let c = Case::new();
     let d = c.p("d.parquet");
-    write_parquet(&d, &[("body", vec!["First Citizen: speak.", "All: speak."])]);
+    write_parquet(
+        &d,
+        &[("body", vec!["First Citizen: speak.", "All: speak."])],
+    );
     c.fails(&c.eval_data(&d), &["d.parquet", "text", "body"]);
 }
 
@@ -446,13 +488,19 @@ fn window_one() {
 #[test]
 fn max_tokens_zero() {
     let c = Case::new();
-    c.fails(&c.eval(&["--max-tokens", "0"]), &["--max-tokens", "at least 1"]);
+    c.fails(
+        &c.eval(&["--max-tokens", "0"]),
+        &["--max-tokens", "at least 1"],
+    );
 }
 
 #[test]
 fn batch_size_zero() {
     let c = Case::new();
-    c.fails(&c.eval(&["--batch-size", "0"]), &["--batch-size", "at least 1"]);
+    c.fails(
+        &c.eval(&["--batch-size", "0"]),
+        &["--batch-size", "at least 1"],
+    );
 }
 
 #[test]
@@ -547,7 +595,10 @@ fn resume_with_different_stride() {
 fn resume_with_corrupt_checkpoint() {
     let c = Case::new();
     interrupted_run(&c);
-    write(&c.out().join("checkpoint.json"), "{\"version\": 1, \"fingerp");
+    write(
+        &c.out().join("checkpoint.json"),
+        "{\"version\": 1, \"fingerp",
+    );
     let out = c.eval(&["--per-token", "none", "--resume"]);
     c.fails(&out, &["out/checkpoint.json", "not a valid checkpoint"]);
 }
@@ -577,8 +628,5 @@ fn nan_logits_name_document_and_position() {
             Tensor::new(w.as_slice(), &Device::Cpu).unwrap(),
         );
     });
-    c.fails(
-        &c.eval(&[]),
-        &["data.txt", "document 0", "position", "NaN"],
-    );
+    c.fails(&c.eval(&[]), &["data.txt", "document 0", "position", "NaN"]);
 }

@@ -33,10 +33,16 @@ fn mean_nll(v: &Value) -> f64 {
 }
 
 fn assert_close(a: &Value, b: &Value, what: &str) {
-    assert_eq!(a["tokens_scored"], b["tokens_scored"], "{what}: tokens_scored");
+    assert_eq!(
+        a["tokens_scored"], b["tokens_scored"],
+        "{what}: tokens_scored"
+    );
     let (x, y) = (mean_nll(a), mean_nll(b));
     let rel = (x - y).abs() / x.abs().max(1e-300);
-    assert!(rel <= 1e-5, "{what}: mean_nll_nats {x} vs {y} (rel {rel:e})");
+    assert!(
+        rel <= 1e-5,
+        "{what}: mean_nll_nats {x} vs {y} (rel {rel:e})"
+    );
 }
 
 #[test]
@@ -62,8 +68,18 @@ fn batch_size_does_not_change_the_numbers() {
     let tmp = tempfile::tempdir().unwrap();
     let data = write(&tmp.path().join("d.txt"), text(6));
     let model = fixture("llama");
-    let a = eval(&model, &data, &tmp.path().join("b1"), &["--batch-size", "1"]);
-    let b = eval(&model, &data, &tmp.path().join("b8"), &["--batch-size", "8"]);
+    let a = eval(
+        &model,
+        &data,
+        &tmp.path().join("b1"),
+        &["--batch-size", "1"],
+    );
+    let b = eval(
+        &model,
+        &data,
+        &tmp.path().join("b8"),
+        &["--batch-size", "8"],
+    );
     assert_close(&a, &b, "--batch-size 1 vs 8");
 }
 

@@ -87,7 +87,10 @@ pub fn assert_clean_error(out: &Output, out_dir: Option<&Path>, needles: &[&str]
         out.status.code()
     );
     assert_eq!(out.status.code(), Some(2), "exit status; stderr:\n{stderr}");
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
     assert_eq!(errors.len(), 1, "expected one `error: ` line:\n{stderr}");
     let line = errors[0];
     for n in needles {
@@ -107,7 +110,11 @@ pub fn assert_clean_error(out: &Output, out_dir: Option<&Path>, needles: &[&str]
 
 pub fn assert_ok(out: &Output) {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "expected success, got {:?}:\n{stderr}", out.status.code());
+    assert!(
+        out.status.success(),
+        "expected success, got {:?}:\n{stderr}",
+        out.status.code()
+    );
 }
 
 pub fn read_json(p: &Path) -> Value {
@@ -137,8 +144,18 @@ pub fn rewrite_weights(dir: &Path, f: impl FnOnce(&mut HashMap<String, Tensor>))
 pub fn swap_tokenizer_ids(tokenizer_json: &Path, a: u64, b: u64) {
     edit_json(tokenizer_json, |v| {
         let vocab = v["model"]["vocab"].as_object_mut().unwrap();
-        let ka = vocab.iter().find(|(_, id)| id.as_u64() == Some(a)).unwrap().0.clone();
-        let kb = vocab.iter().find(|(_, id)| id.as_u64() == Some(b)).unwrap().0.clone();
+        let ka = vocab
+            .iter()
+            .find(|(_, id)| id.as_u64() == Some(a))
+            .unwrap()
+            .0
+            .clone();
+        let kb = vocab
+            .iter()
+            .find(|(_, id)| id.as_u64() == Some(b))
+            .unwrap()
+            .0
+            .clone();
         vocab.insert(ka, Value::from(b));
         vocab.insert(kb, Value::from(a));
     });
@@ -150,7 +167,8 @@ pub fn swap_tokenizer_ids(tokenizer_json: &Path, a: u64, b: u64) {
 pub fn llama_to_gguf(dir: &Path, out: &Path, quant: GgmlDType) {
     let cfg = read_json(&dir.join("config.json"));
     let u = |k: &str| cfg[k].as_u64().unwrap() as u32;
-    let tensors = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
+    let tensors =
+        candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
     let mut qts: Vec<(String, QTensor)> = Vec::new();
     for (name, t) in &tensors {
         let g = match name.as_str() {
@@ -210,9 +228,18 @@ pub fn llama_to_gguf(dir: &Path, out: &Path, quant: GgmlDType) {
         ("llama.embedding_length", V::U32(u("hidden_size"))),
         ("llama.block_count", V::U32(u("num_hidden_layers"))),
         ("llama.feed_forward_length", V::U32(u("intermediate_size"))),
-        ("llama.attention.head_count", V::U32(u("num_attention_heads"))),
-        ("llama.attention.head_count_kv", V::U32(u("num_key_value_heads"))),
-        ("llama.rope.freq_base", V::F32(cfg["rope_theta"].as_f64().unwrap() as f32)),
+        (
+            "llama.attention.head_count",
+            V::U32(u("num_attention_heads")),
+        ),
+        (
+            "llama.attention.head_count_kv",
+            V::U32(u("num_key_value_heads")),
+        ),
+        (
+            "llama.rope.freq_base",
+            V::F32(cfg["rope_theta"].as_f64().unwrap() as f32),
+        ),
         (
             "llama.attention.layer_norm_rms_epsilon",
             V::F32(cfg["rms_norm_eps"].as_f64().unwrap() as f32),
