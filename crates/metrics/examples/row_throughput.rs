@@ -1,13 +1,11 @@
-//! Throughput smoke test (ignored by default):
-//! `cargo test --release -p surprisal-metrics --test perf -- --ignored --nocapture`
+//! Per-row metrics throughput on random rows (a measurement, not a test):
+//! `cargo run --release -p surprisal-metrics --example row_throughput`
 
 use std::time::Instant;
 
 use surprisal_metrics::{pair_stats, token_stats};
 
-#[test]
-#[ignore = "timing only"]
-fn row_throughput() {
+fn main() {
     for &v in &[32_000usize, 150_000, 300_000] {
         // Cheap deterministic pseudo-random logits (LCG), scale ~3.
         let mut state = 0x2545_f491_4f6c_dd1du64;
@@ -24,14 +22,14 @@ fn row_throughput() {
         let mut acc = 0.0;
         for i in 0..iters {
             acc += token_stats(&model, (i * 7 % v) as u32)
-                .unwrap()
+                .expect("finite logits")
                 .entropy_nats;
         }
         let single = t0.elapsed().as_secs_f64() / iters as f64;
         let t0 = Instant::now();
         for i in 0..iters {
             acc += pair_stats(&model, &reference, (i * 7 % v) as u32)
-                .unwrap()
+                .expect("finite logits")
                 .kl_nats;
         }
         let pair = t0.elapsed().as_secs_f64() / iters as f64;
