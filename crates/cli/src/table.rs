@@ -1,7 +1,7 @@
 //! The short human-readable tables printed after a run.
 
-use surprisal_metrics::{CompareSummary, EvalSummary};
-use surprisal_runner::RunOutcome;
+use surprisal_metrics::EvalSummary;
+use surprisal_runner::{CompareReport, RunOutcome, TopKlPosition};
 
 fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or_else(|| "-".into(), |x| format!("{x:.digits$}"))
@@ -63,7 +63,7 @@ pub fn print_eval(o: &RunOutcome<EvalSummary>) {
     print_tail(o);
 }
 
-pub fn print_compare(o: &RunOutcome<CompareSummary>) {
+pub fn print_compare(o: &RunOutcome<CompareReport>) {
     let s = &o.summary;
     print_rows(&[
         ("tokens_scored", s.tokens_scored.to_string()),
@@ -99,5 +99,58 @@ pub fn print_compare(o: &RunOutcome<CompareSummary>) {
             format!("{:.4}", s.reference.perplexity),
         ),
     ]);
+    print!("{}", top_kl_table(&s.top_kl_positions));
     print_tail(o);
+}
+
+/// The largest-KL positions, one a line: KL, document, token index and the
+/// context with the target token in brackets.
+fn top_kl_table(positions: &[TopKlPosition]) -> String {
+    if positions.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "\nlargest KL positions (top {}):\n{:>9}  {:>5}  {:>7}  context\n",
+        positions.len(),
+        "kl_nats",
+        "doc",
+        "index"
+    );
+    for p in positions {
+        out.push_str(&format!(
+            "{:>9.5}  {:>5}  {:>7}  {}\n",
+            p.kl_nats,
+            p.doc,
+            p.index,
+            p.snippet()
+        ));
+    }
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_kl_lines() {
+        let p = TopKlPosition {
+            kl_nats: 1.5,
+            doc: 2,
+            index: 40,
+            token_id: 7,
+            token: " sat".into(),
+            context_before: "the cat".into(),
+            context_after: " on".into(),
+            nll_nats: 3.0,
+            ref_nll_nats: 1.0,
+        };
+        let t = top_kl_table(&[p]);
+        assert!(
+            t.contains("  1.50000      2       40  …the cat[ sat] on…\n"),
+            "{t}"
+        );
+        assert_eq!(top_kl_table(&[]), "");
+    }
 }

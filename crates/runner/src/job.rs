@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
-use surprisal_metrics::{CompareSummary, EvalSummary};
+use surprisal_metrics::EvalSummary;
 use surprisal_models::{LoadOptions, ModelSource};
 
 use crate::candle_model::{self, CandleScorer, CandleTokenizer};
@@ -15,6 +15,7 @@ use crate::error::{Result, RunError};
 use crate::model::Tokenize;
 use crate::progress::Progress;
 use crate::report::{DataProvenance, FileDigest, ModelProvenance, Provenance};
+use crate::top_kl::CompareReport;
 
 /// One model as the user named it.
 #[derive(Clone, Debug)]
@@ -172,19 +173,19 @@ pub fn compare(
     reference: &ModelSpec,
     job: &JobSpec,
     progress: &mut dyn Progress,
-) -> Result<RunOutcome<CompareSummary>> {
+) -> Result<RunOutcome<CompareReport>> {
     check_out_dir(job.run.out_dir.as_deref())?;
     let (_, docs, data) = open_data(job)?;
     let m = load_model(model)?;
     let r = load_model(reference)?;
     if m.tokenizer.fingerprint() != r.tokenizer.fingerprint() {
+        let (a, b) = (m.tokenizer.inner(), r.tokenizer.inner());
         return Err(RunError::Config(format!(
-            "the model ({}) and the reference ({}) have different tokenizers (vocabulary sizes {} and {}, \
-             or different tokens/merges): KL needs the same token ids for the same text",
+            "the model ({}) and the reference ({}) have different tokenizers: {}; \
+             KL needs the same token ids for the same text",
             model.reference,
             reference.reference,
-            m.tokenizer.inner().vocab_size(),
-            r.tokenizer.inner().vocab_size()
+            tokenizer_difference(&a.vocab_by_id(), &b.vocab_by_id(), &a.merges(), &b.merges())
         )));
     }
     let provenance = Provenance {
@@ -204,4 +205,61 @@ pub fn compare(
         &provenance,
         progress,
     )
+}
+
+/// What differs between two tokenizers (model first, reference second): the
+/// vocabulary size, the first token id whose token differs, or the first
+/// differing BPE merge.
+fn tokenizer_difference(va: &[String], vb: &[String], ma: &[String], mb: &[String]) -> String {
+    let first_diff = |a: &[String], b: &[String]| a.iter().zip(b).position(|(x, y)| x != y);
+    let mut parts = Vec::new();
+    if va.len() != vb.len() {
+        parts.push(format!("vocabulary sizes {} and {}", va.len(), vb.len()));
+    }
+    if let Some(i) = first_diff(va, vb) {
+        parts.push(format!(
+            "token id {i} is {:?} in the model and {:?} in the reference",
+            va[i], vb[i]
+        ));
+    }
+    if let Some(i) = first_diff(ma, mb) {
+        parts.push(format!(
+            "merge #{i} is {:?} in the model and {:?} in the reference",
+            ma[i], mb[i]
+        ));
+    } else if ma.len() != mb.len() {
+        parts.push(format!("{} and {} merges", ma.len(), mb.len()));
+    }
+    if parts.is_empty() {
+        "same tokens and merges, but different fingerprints".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tokenizer_difference;
+
+    fn v(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn tokenizer_difference_names_what_differs() {
+        let (a, m) = (v(&["<s>", "a", "b"]), v(&["a b"]));
+        assert_eq!(
+            tokenizer_difference(&a, &v(&["<s>", "a"]), &m, &m),
+            "vocabulary sizes 3 and 2"
+        );
+        assert_eq!(
+            tokenizer_difference(&a, &v(&["<s>", "b", "a"]), &m, &m),
+            "token id 1 is \"a\" in the model and \"b\" in the reference"
+        );
+        assert_eq!(
+            tokenizer_difference(&a, &a, &m, &v(&["b a"])),
+            "merge #0 is \"a b\" in the model and \"b a\" in the reference"
+        );
+        assert_eq!(tokenizer_difference(&a, &a, &m, &v(&[])), "1 and 0 merges");
+    }
 }

@@ -20,6 +20,7 @@ pub mod progress;
 pub mod protocol;
 pub mod report;
 pub mod rows;
+pub mod top_kl;
 pub mod words;
 
 pub use document::Document;
@@ -30,3 +31,4 @@ pub use progress::{BarProgress, NoProgress, Progress};
 pub use protocol::{BosMode, ProtocolConfig, ProtocolKind};
 pub use report::{DataProvenance, FileDigest, ModelProvenance, Provenance};
 pub use rows::RowsFormat;
+pub use top_kl::{CompareReport, TopKlPosition};
