@@ -5,18 +5,41 @@ mod table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use surprisal_runner::job::{self, JobSpec, ModelSpec};
 use surprisal_runner::{
-    BarProgress, BosMode, ProtocolConfig, ProtocolKind, RowsFormat, RunOptions,
+    BarProgress, BosMode, ProtocolConfig, ProtocolKind, RowsFormat, RunError, RunOptions,
 };
 
 use args::{BosArg, Cli, Command, PerTokenArg, ProtocolArg, RunOptions as Flags};
 
 /// Exit status for usage and input errors (bad flags, unreadable model or data).
 const EXIT_USAGE: u8 = 2;
+
+/// Exit status after Ctrl-C (128 + SIGINT, as shells report it).
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// Ctrl-C: the first one asks the engine to stop after the current batch (it
+/// checkpoints finished batches when there is an `--out`); a second one exits at once.
+fn install_interrupt_handler() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    let res = ctrlc::set_handler(move || {
+        if f.swap(true, Ordering::SeqCst) {
+            eprintln!("\ninterrupted again: exiting without waiting for the current batch");
+            std::process::exit(i32::from(EXIT_INTERRUPTED));
+        }
+        eprintln!("\ninterrupt: finishing the current batch (press Ctrl-C again to quit at once)");
+    });
+    if let Err(e) = res {
+        tracing::warn!("cannot install the Ctrl-C handler: {e}");
+    }
+    flag
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -27,12 +50,19 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match run(cli) {
+    let interrupt = install_interrupt_handler();
+    match run(cli, interrupt) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", one_line(&e));
-            ExitCode::from(EXIT_USAGE)
-        }
+        Err(e) => match e.downcast_ref::<RunError>() {
+            Some(RunError::Interrupted { .. }) => {
+                eprintln!("{e}");
+                ExitCode::from(EXIT_INTERRUPTED)
+            }
+            _ => {
+                eprintln!("error: {}", one_line(&e));
+                ExitCode::from(EXIT_USAGE)
+            }
+        },
     }
 }
 
@@ -58,12 +88,13 @@ fn one_line(e: &anyhow::Error) -> String {
     out
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, interrupt: Arc<AtomicBool>) -> Result<()> {
     match cli.command {
         Command::Eval(a) => {
             let flags = with_config(a.run)?;
             set_threads(flags.threads)?;
-            let (model, jobspec) = resolve(&flags)?;
+            let (model, mut jobspec) = resolve(&flags)?;
+            jobspec.run.interrupt = Some(interrupt.clone());
             let mut progress = BarProgress::new(flags.quiet);
             let outcome = job::eval(&model, &jobspec, &mut progress)?;
             if !flags.quiet {
@@ -73,7 +104,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Compare(a) => {
             let flags = with_config(a.run)?;
             set_threads(flags.threads)?;
-            let (model, jobspec) = resolve(&flags)?;
+            let (model, mut jobspec) = resolve(&flags)?;
+            jobspec.run.interrupt = Some(interrupt.clone());
             let Some(reference) = a.reference else {
                 bail!("compare needs --reference <DIR | FILE.gguf | org/name[@rev]>");
             };
@@ -145,9 +177,6 @@ fn resolve(f: &Flags) -> Result<(ModelSpec, JobSpec)> {
     let Some(data) = &f.data else {
         bail!("--data is required (a text file, a directory of .txt files, .jsonl, .parquet or hf://datasets/NAME[/CONFIG]/SPLIT)");
     };
-    if f.words {
-        bail!("--words is not available yet in this version (per-word rows need the engine's word-boundary pass)");
-    }
     let kind = match f.protocol.unwrap_or(ProtocolArg::Sliding) {
         ProtocolArg::Sliding => ProtocolKind::Sliding,
         ProtocolArg::Chunks => ProtocolKind::Chunks,
@@ -198,6 +227,13 @@ fn resolve(f: &Flags) -> Result<(ModelSpec, JobSpec)> {
         (Some(_), None) => bail!("--per-token needs --out DIR"),
         (Some(PerTokenArg::Jsonl), Some(_)) => RowsFormat::Jsonl,
         (Some(PerTokenArg::Parquet) | None, Some(_)) => RowsFormat::Parquet,
+    };
+    // words.* in the per-token format (parquet when per-token rows are off)
+    run.words = match (f.words, &run.out_dir, run.rows) {
+        (false, _, _) => RowsFormat::None,
+        (true, None, _) => bail!("--words needs --out DIR (per-word rows are written to DIR/words.parquet or DIR/words.jsonl)"),
+        (true, Some(_), RowsFormat::Jsonl) => RowsFormat::Jsonl,
+        (true, Some(_), _) => RowsFormat::Parquet,
     };
     let model = ModelSpec {
         reference: expand_home(model),
