@@ -1,0 +1,256 @@
+//! Parity of `surprisal eval` with its peers on a real model: SmolLM2-135M-Instruct (Q4_1 GGUF) on
+//! WikiText-2 raw test, against the peer numbers committed in `crates/runner/tests/data/peers/`
+//! (produced by `scripts/ref_wikitext_peers.sh` / `scripts/ref_wikitext_peers.py`).
+//!
+//! * `chunks_c512_first4_quantized_matches_llama_perplexity`: `--protocol chunks --window 512
+//!   --max-chunks 4` with the quantized kernels vs `llama-perplexity -c 512`'s first 4 chunks: the same
+//!   scored token ids, |Δ mean NLL| ≤ 1e-3 per chunk and overall (≈ 0.1 % in perplexity).
+//! * `sliding_w512_s256_t8192_dequantized_matches_transformers`: `--dequantize --protocol sliding
+//!   --window 512 --stride 256 --max-tokens 8192 --bos never` vs transformers f32 (the fixed HF
+//!   recipe): the same 8191 scored tokens (ids and positions), perplexity within 0.01 %, mean
+//!   per-token |Δ NLL| ≤ 2e-4 nats.
+//!
+//! Inputs that must be present (the tests fail, never skip, without them):
+//! `<repo>/../shared/datasets/wikitext-2-raw-v1.test.raw` and
+//! `$SURPRISAL_CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf` (`SURPRISAL_CACHE` defaults to
+//! `$HOME/.cache/surprisal`; `bash scripts/fetch_smollm2.sh` downloads it).
+//! Runtime on 2 CPU cores: about 1.5 minutes each (they run in parallel).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn wikitext() -> PathBuf {
+    let p = repo_root().join("../shared/datasets/wikitext-2-raw-v1.test.raw");
+    assert!(
+        p.is_file(),
+        "WikiText-2 raw test not found at {}: the parity tests need the shared datasets \
+         (<repo>/../shared/datasets/wikitext-2-raw-v1.test.raw, sha256 \
+         173c87a53759e0201f33e0ccf978e510c2042d7f2cb78229d9a50d79b9e7dd08)",
+        p.display()
+    );
+    p
+}
+
+fn smollm2() -> PathBuf {
+    let cache = std::env::var_os("SURPRISAL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is not set"))
+                .join(".cache/surprisal")
+        });
+    let p = cache.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        p.is_file(),
+        "{} not found: run bash scripts/fetch_smollm2.sh",
+        p.display()
+    );
+    p
+}
+
+fn peer(name: &str) -> Value {
+    let p = repo_root()
+        .join("crates/runner/tests/data/peers")
+        .join(name);
+    let s = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&s).unwrap()
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not an integer: {v}"))
+}
+
+/// Runs `surprisal eval --model <SmolLM2> --data <wikitext> <args> --out <tmp> --per-token jsonl
+/// --quiet`; returns (summary.json, per-token rows, elapsed seconds).
+fn eval(args: &[&str]) -> (Value, Vec<Value>, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (model, data) = (smollm2(), wikitext());
+    let mut all: Vec<String> = vec![
+        "eval".into(),
+        "--model".into(),
+        model.display().to_string(),
+        "--data".into(),
+        data.display().to_string(),
+    ];
+    all.extend(args.iter().map(|s| s.to_string()));
+    all.extend(
+        ["--per-token", "jsonl", "--quiet", "--out"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    all.push(out.display().to_string());
+    let t0 = std::time::Instant::now();
+    let o = Command::new(env!("CARGO_BIN_EXE_surprisal"))
+        .args(&all)
+        .env_remove("SURPRISAL_LOG")
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .expect("cannot start the surprisal binary");
+    let secs = t0.elapsed().as_secs_f64();
+    assert!(
+        o.status.success(),
+        "surprisal {} failed ({}):\n{}",
+        all.join(" "),
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let rows = std::fs::read_to_string(out.join("tokens.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (summary, rows, secs)
+}
+
+#[test]
+fn chunks_c512_first4_quantized_matches_llama_perplexity() {
+    const CHUNKS: usize = 4;
+    const N_CTX: u64 = 512;
+    const TOL: f64 = 1e-3; // |Δ mean NLL| ≤ 1e-3 nats ≈ 0.1 % in perplexity
+    let peer = peer("llamacpp_wikitext_c512_chunks40.json");
+    assert_eq!(peer["bos_added"], Value::Bool(false));
+    let (s, rows, secs) = eval(&[
+        "--protocol",
+        "chunks",
+        "--window",
+        "512",
+        "--max-chunks",
+        "4",
+        "--bos",
+        "auto",
+    ]);
+    // the GGUF says add_bos_token = false, so `auto` must not use BOS (like llama.cpp)
+    assert_eq!(s["protocol"]["bos_used"], Value::Bool(false), "bos_used");
+    let per_chunk = u(&peer["tokens_per_chunk_scored"]) as usize;
+    assert_eq!(per_chunk, 255);
+    assert_eq!(
+        u(&s["tokens_scored"]),
+        (CHUNKS * per_chunk) as u64,
+        "tokens_scored"
+    );
+    assert_eq!(rows.len(), CHUNKS * per_chunk, "per-token rows");
+    assert_eq!(u(&s["windows"]), CHUNKS as u64, "chunks");
+
+    // the same tokens: chunk k scores stream positions k*512 + 257 ..= k*512 + 511
+    let ids = peer["token_ids_first_8192"].as_array().unwrap();
+    for (i, r) in rows.iter().enumerate() {
+        let (k, j) = ((i / per_chunk) as u64, (i % per_chunk) as u64);
+        let pos = k * N_CTX + N_CTX / 2 + 1 + j;
+        assert_eq!(u(&r["doc"]), 0);
+        assert_eq!(u(&r["index"]), pos, "row {i}: scored position");
+        assert_eq!(
+            u(&r["token_id"]),
+            u(&ids[pos as usize]),
+            "row {i}: token id at {pos}"
+        );
+        assert_eq!(
+            u(&r["context_len"]),
+            N_CTX / 2 + 1 + j,
+            "row {i}: context length"
+        );
+    }
+
+    // per-chunk mean NLLs (llama.cpp's are recovered from its 6-decimal running means, ±1e-5)
+    let want = peer["per_chunk_mean_nll_nats"].as_array().unwrap();
+    let mut table = String::new();
+    let mut worst = 0.0f64;
+    for (k, chunk) in rows.chunks(per_chunk).enumerate() {
+        let mean = chunk.iter().map(|r| f(&r["nll_nats"])).sum::<f64>() / per_chunk as f64;
+        let w = f(&want[k]);
+        table += &format!(
+            "  chunk {k}: mean NLL ours {mean:.6} llama.cpp {w:.6} (Δ {:+.2e})\n",
+            mean - w
+        );
+        worst = worst.max((mean - w).abs());
+    }
+    eprint!("{table}");
+    let got = f(&s["mean_nll_nats"]);
+    let want_mean = f(&peer["running_mean_nll_nats"][CHUNKS - 1]);
+    eprintln!(
+        "chunks c512 x{CHUNKS}: mean NLL ours {got:.6} llama.cpp {want_mean:.6}; PPL ours {:.4} llama.cpp {:.4} \
+         (printed [{CHUNKS}]{:.4}); worst chunk |Δ| {worst:.2e}; {secs:.0} s",
+        f(&s["perplexity"]),
+        want_mean.exp(),
+        f(&peer["running_ppl"][CHUNKS - 1])
+    );
+    assert!(
+        (got - want_mean).abs() <= TOL,
+        "mean NLL over {CHUNKS} chunks {got:.6} vs llama.cpp {want_mean:.6} (Δ {:+.2e} > {TOL})\n{table}",
+        got - want_mean
+    );
+    assert!(
+        worst <= TOL,
+        "a chunk's mean NLL differs from llama.cpp's by {worst:.2e} > {TOL} nats:\n{table}"
+    );
+}
+
+#[test]
+fn sliding_w512_s256_t8192_dequantized_matches_transformers() {
+    let peer = peer("transformers_wikitext_sliding_w512_s256_t8192.json");
+    let (s, rows, secs) = eval(&[
+        "--dequantize",
+        "--protocol",
+        "sliding",
+        "--window",
+        "512",
+        "--stride",
+        "256",
+        "--max-tokens",
+        "8192",
+        "--bos",
+        "never",
+    ]);
+    let n = u(&peer["tokens_scored"]) as usize;
+    assert_eq!(n, 8191);
+    assert_eq!(u(&s["tokens_scored"]), n as u64, "tokens_scored");
+    assert_eq!(rows.len(), n, "per-token rows");
+    assert_eq!(u(&s["windows"]), u(&peer["n_windows"]), "windows");
+    assert_eq!(s["protocol"]["bos_used"], Value::Bool(false));
+
+    // the same tokens: token k+1 of the stream, ids from the same tokenizer
+    let ids = peer["token_ids"].as_array().unwrap();
+    let want_nll = peer["nll_nats"].as_array().unwrap();
+    let mut sum_abs = 0.0;
+    let mut worst = 0.0f64;
+    for (k, r) in rows.iter().enumerate() {
+        assert_eq!(u(&r["doc"]), 0);
+        assert_eq!(u(&r["index"]), k as u64 + 1, "row {k}: scored position");
+        assert_eq!(u(&r["token_id"]), u(&ids[k + 1]), "row {k}: token id");
+        let d = (f(&r["nll_nats"]) - f(&want_nll[k])).abs();
+        sum_abs += d;
+        worst = worst.max(d);
+    }
+    let mean_abs = sum_abs / n as f64;
+    let (ppl, want_ppl) = (f(&s["perplexity"]), f(&peer["perplexity"]));
+    let rel = ppl / want_ppl - 1.0;
+    eprintln!(
+        "sliding w512 s256 t8192: PPL ours {ppl:.6} transformers {want_ppl:.6} (rel {rel:+.2e}); \
+         mean NLL ours {:.8} transformers {:.8}; per-token mean |Δ| {mean_abs:.2e}, max {worst:.2e}; {secs:.0} s",
+        f(&s["mean_nll_nats"]),
+        f(&peer["mean_nll_nats"])
+    );
+    assert!(
+        rel.abs() <= 1e-4,
+        "perplexity {ppl} vs transformers {want_ppl} (rel {rel:.2e})"
+    );
+    assert!(
+        mean_abs <= 2e-4,
+        "per-token mean |Δ NLL| {mean_abs:.2e} > 2e-4 nats"
+    );
+}
