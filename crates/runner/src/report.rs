@@ -55,10 +55,15 @@ pub struct DataProvenance {
 pub struct Provenance {
     /// `surprisal` version.
     pub tool_version: String,
-    /// The evaluated model.
+    /// The evaluated model (`model_source`: in `compare`, `model` is the model's own summary).
+    #[serde(rename = "model_source")]
     pub model: ModelProvenance,
     /// Compare mode: the reference model.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "reference_source",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub reference_model: Option<ModelProvenance>,
     /// The data.
     pub data: DataProvenance,

@@ -386,7 +386,7 @@ fn compare_with_itself_and_with_another_model() {
             .unwrap();
     assert_eq!(summary["mode"], "compare");
     assert!(summary["mean_kl_nats"].is_number());
-    assert_eq!(summary["reference_model"]["reference"], "mock/model");
+    assert_eq!(summary["reference_source"]["reference"], "mock/model");
 }
 
 fn read_summary(dir: &Path) -> serde_json::Value {
@@ -428,7 +428,7 @@ fn summary_json_has_the_documented_keys() {
         "word_perplexity",
         "byte_perplexity",
         "tool_version",
-        "model",
+        "model_source",
         "data",
         "protocol",
         "device",
@@ -443,7 +443,7 @@ fn summary_json_has_the_documented_keys() {
     assert_eq!(s["protocol"]["name"], "rolling");
     assert_eq!(s["protocol"]["window"], 8);
     assert_eq!(s["protocol"]["batch_size"], 2);
-    assert_eq!(s["model"]["files"][0]["sha256"], "ab".repeat(32));
+    assert_eq!(s["model_source"]["files"][0]["sha256"], "ab".repeat(32));
     assert_eq!(s["data"]["sha256"], "cd".repeat(32));
     assert!(!dir.path().join(".summary.json.tmp").exists());
 }
