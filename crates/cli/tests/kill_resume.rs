@@ -74,3 +74,44 @@ fn checkpoint_seconds_zero_checkpoints_every_batch_and_keeps_numbers() {
     let cfg = write(&tmp.path().join("c.toml"), "checkpoint-seconds = 0\n");
     go("c", &["--config", s(&cfg)]);
 }
+
+/// Regression for a crash window at the end of a run: the engine combines the row parts into
+/// tokens.parquet and deletes `tokens.parts/` *before* it marks the checkpoint complete. A kill -9 in
+/// between leaves `complete: false` with `row_parts: N` and no parts, and every later `--resume` fails
+/// with "token rows part ... is missing" (the drill above hits it now and then). The state is rebuilt
+/// here deterministically. Fix belongs in runner `engine.rs` / `rows.rs` (delete the parts only after
+/// the complete checkpoint, or accept a combined rows file whose row count matches the checkpoint).
+#[test]
+#[ignore = "runner bug: kill -9 between combining row parts and the complete checkpoint is unrecoverable"]
+fn kill_between_combining_rows_and_complete_checkpoint_is_resumable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write(&tmp.path().join("d.txt"), text(4));
+    let out = tmp.path().join("out");
+    let model = fixture("llama");
+    let args = [
+        "eval",
+        "--model",
+        s(&model),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--window",
+        "64",
+        "--checkpoint-seconds",
+        "0",
+    ];
+    assert_ok(&run(&args));
+    let expected = summary_numbers(&out.join("summary.json"));
+    // the state right after `RowSink::finish`: rows combined, parts gone, checkpoint not complete
+    std::fs::remove_file(out.join("summary.json")).unwrap();
+    edit_json(&out.join("checkpoint.json"), |v| {
+        v["complete"] = false.into()
+    });
+    let mut resume = args.to_vec();
+    resume.push("--resume");
+    assert_ok(&run(&resume));
+    let got = summary_numbers(&out.join("summary.json"));
+    assert_eq!(got["tokens_scored"], expected["tokens_scored"]);
+    assert_eq!(got["sum_nll_nats"], expected["sum_nll_nats"]);
+}
