@@ -322,11 +322,7 @@ fn word_rows_telescope_to_document_nll_with_bos() {
             .iter()
             .find(|r| r["doc"] == d.index + 1 && r["index"] == 0)
             .unwrap();
-        let prev_last = tokens
-            .iter()
-            .filter(|r| r["doc"] == d.index)
-            .last()
-            .unwrap();
+        let prev_last = tokens.iter().rfind(|r| r["doc"] == d.index).unwrap();
         let pos = next["context_len"].as_u64().unwrap() as usize - 1;
         let prev_id = prev_last["token_id"].as_u64().unwrap() as u32;
         let fin = log_mass(&model.row(prev_id, pos), &m);
