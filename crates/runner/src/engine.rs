@@ -598,6 +598,8 @@ where
                     )));
                 }
                 if ck.complete {
+                    // A crash after the complete mark may have left staged parts behind.
+                    remove_row_parts(dir)?;
                     let words = words_used.then_some(ck.words);
                     let summary = M::summary(&ck.aggregate, Some(ck.bytes_scored), words);
                     let tokens = M::count(&ck.aggregate);
@@ -728,6 +730,7 @@ where
         write_json_atomic(&sp, &file)?;
         summary_path = Some(sp);
         save_ck(dir, &fp, &st, sink_counts, wck, elapsed, true)?;
+        remove_row_parts(dir)?;
     }
     Ok(RunOutcome {
         summary,
@@ -739,6 +742,12 @@ where
         words_path,
         already_complete: false,
     })
+}
+
+/// Deletes the staged token and word row parts once the run is marked complete.
+fn remove_row_parts(dir: &Path) -> Result<()> {
+    RowSink::<TokenRow>::remove_parts(dir)?;
+    RowSink::<WordRow>::remove_parts(dir)
 }
 
 fn counts(sink: &RowSink) -> (u64, u64) {

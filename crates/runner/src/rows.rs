@@ -269,9 +269,18 @@ impl<R: RowKind> RowSink<R> {
             RowsFormat::None => unreachable!(),
         }
         fs::rename(&tmp, &fin).map_err(|e| RunError::io(&fin, e))?;
-        let pdir = self.dir.join(R::PARTS_DIR);
-        fs::remove_dir_all(&pdir).map_err(|e| RunError::io(&pdir, e))?;
+        // The parts stay until the checkpoint says the run is complete ([`remove_parts`]): a crash
+        // between here and that mark must still find every part the checkpoint counts.
         Ok(Some(fin))
+    }
+
+    /// Deletes the staged parts of a run whose completion is recorded (idempotent).
+    pub fn remove_parts(dir: &Path) -> Result<()> {
+        let pdir = dir.join(R::PARTS_DIR);
+        match fs::remove_dir_all(&pdir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(RunError::io(&pdir, e)),
+            _ => Ok(()),
+        }
     }
 
     fn write_parquet(&self, tmp: &Path) -> Result<()> {
