@@ -56,6 +56,9 @@ fn print_tail<S>(o: &RunOutcome<S>) {
     if let Some(p) = &o.rows_path {
         println!("tokens:  {}", p.display());
     }
+    if let Some(p) = &o.words_path {
+        println!("words:   {}", p.display());
+    }
 }
 
 pub fn print_eval(o: &RunOutcome<EvalSummary>) {
