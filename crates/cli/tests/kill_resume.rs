@@ -115,3 +115,34 @@ fn complete_run_with_leftover_parts_resumes_and_cleans_up() {
     assert_eq!(got["tokens_scored"], expected["tokens_scored"]);
     assert_eq!(got["sum_nll_nats"], expected["sum_nll_nats"]);
 }
+
+/// Resuming names the same model by another path spelling (`dir/../dir`): the checkpoint identifies
+/// models by canonical path and file hashes, so the resume is accepted.
+#[test]
+fn resume_accepts_the_same_model_spelled_differently() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write(&tmp.path().join("d.txt"), text(2));
+    let out = tmp.path().join("out");
+    let model = fixture("llama");
+    let respelled = model.join("..").join("llama");
+    let args = |m: &std::path::Path| {
+        vec![
+            "eval".to_string(),
+            "--model".into(),
+            s(m).into(),
+            "--data".into(),
+            s(&data).into(),
+            "--out".into(),
+            s(&out).into(),
+            "--window".into(),
+            "64".into(),
+        ]
+    };
+    let first: Vec<String> = args(&model);
+    let first: Vec<&str> = first.iter().map(String::as_str).collect();
+    assert_ok(&run(&first));
+    let mut again = args(&respelled);
+    again.push("--resume".into());
+    let again: Vec<&str> = again.iter().map(String::as_str).collect();
+    assert_ok(&run(&again));
+}

@@ -97,19 +97,23 @@ pub fn load_model(spec: &ModelSpec) -> Result<Loaded> {
             files.push(dir.join(extra));
         }
     }
+    // Absolute paths, so that a resume naming the same model by another relative path is the same run.
     let files = files
         .iter()
         .filter(|p| p.is_file())
-        .map(|p| FileDigest::of(p))
+        .map(|p| FileDigest::of(&std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())))
         .collect::<Result<Vec<_>>>()?;
+    let reference = match &source {
+        ModelSource::Dir(p) | ModelSource::Gguf { path: p, .. } => std::fs::canonicalize(p)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| spec.reference.clone()),
+        ModelSource::Hub { .. } => spec.reference.clone(),
+    };
     let (scorer, tokenizer) = candle_model::split(loaded);
     Ok(Loaded {
         scorer,
         tokenizer,
-        provenance: ModelProvenance {
-            reference: spec.reference.clone(),
-            files,
-        },
+        provenance: ModelProvenance { reference, files },
         device_name: spec.device.clone(),
     })
 }
