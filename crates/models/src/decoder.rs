@@ -50,15 +50,21 @@ impl DecoderLayer {
         b: usize,
         t: usize,
         lc: &LlamaCppRope,
+        il: usize,
     ) -> Result<()> {
+        use llama_cpp::dump;
         let a = &self.self_attn;
         let m = b * t;
         let (h, kv, d) = (a.num_heads, a.num_kv_heads, a.head_dim);
         let n1 = &self.input_layernorm;
         let xn = llama_cpp::rms_norm_mul(x, &n1.weight_f32()?, n1.eps());
+        dump(&format!("attn_norm-{il}"), &xn);
         let mut q = a.q_proj.forward_f32(&xn, m)?;
         let mut k = a.k_proj.forward_f32(&xn, m)?;
         let v = a.v_proj.forward_f32(&xn, m)?;
+        dump(&format!("Qcur-{il}"), &q);
+        dump(&format!("Kcur-{il}"), &k);
+        dump(&format!("Vcur-{il}"), &v);
         if let Some(n) = &a.q_norm {
             q = llama_cpp::rms_norm_mul(&q, &n.weight_f32()?, n.eps());
         }
@@ -67,6 +73,8 @@ impl DecoderLayer {
         }
         llama_cpp::rope_apply(&mut q, t, h, d, lc.interleaved, &lc.cache);
         llama_cpp::rope_apply(&mut k, t, kv, d, lc.interleaved, &lc.cache);
+        dump(&format!("Qrope-{il}"), &q);
+        dump(&format!("Krope-{il}"), &k);
         let shape = llama_cpp::AttnShape {
             b,
             t,
@@ -77,19 +85,29 @@ impl DecoderLayer {
             sliding_window: a.sliding_window,
         };
         let att = llama_cpp::attention(&q, &k, &v, &shape);
+        llama_cpp::dump_attention(il, b, h, t);
+        dump(&format!("kqv_out-{il}"), &att);
         let o = a.o_proj.forward_f32(&att, m)?;
+        dump(&format!("attn_out-{il}"), &o);
         for (x, o) in x.iter_mut().zip(&o) {
             *x += *o;
         }
         let n2 = &self.post_attention_layernorm;
+        dump(&format!("ffn_inp-{il}"), x);
         let xn = llama_cpp::rms_norm_mul(x, &n2.weight_f32()?, n2.eps());
+        dump(&format!("ffn_norm-{il}"), &xn);
         let gate = self.mlp.gate_proj.forward_f32(&xn, m)?;
         let up = self.mlp.up_proj.forward_f32(&xn, m)?;
         let act = llama_cpp::swiglu(&gate, &up);
+        dump(&format!("ffn_gate-{il}"), &gate);
+        dump(&format!("ffn_up-{il}"), &up);
+        dump(&format!("ffn_swiglu-{il}"), &act);
         let down = self.mlp.down_proj.forward_f32(&act, m)?;
+        dump(&format!("ffn_out-{il}"), &down);
         for (x, o) in x.iter_mut().zip(&down) {
             *x += *o;
         }
+        dump(&format!("l_out-{il}"), x);
         Ok(())
     }
 
@@ -243,11 +261,12 @@ impl CausalLm {
                 interleaved: matches!(self.cfg.rope_layout, RopeLayout::Interleaved),
             };
             let mut xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
-            for layer in &self.layers {
-                layer.forward_llama_cpp(&mut xs, b, t, &lc)?;
+            for (il, layer) in self.layers.iter().enumerate() {
+                layer.forward_llama_cpp(&mut xs, b, t, &lc, il)?;
             }
             let n = &self.norm;
             let xs = llama_cpp::rms_norm_mul(&xs, &n.weight_f32()?, n.eps());
+            llama_cpp::dump("result_norm", &xs);
             return Ok(Tensor::from_vec(
                 xs,
                 (b, t, self.cfg.hidden_size),

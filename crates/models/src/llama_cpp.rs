@@ -325,6 +325,11 @@ fn attend_rows_impl(
             };
             wp.push(sc * s.scale);
         }
+        let scores = if dump_dir().is_some() {
+            wp.clone()
+        } else {
+            Vec::new()
+        };
         let max = wp.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
         let mut sum = 0f64;
         for ch in wp.chunks_mut(16) {
@@ -339,6 +344,13 @@ fn attend_rows_impl(
         for a in acc.iter_mut() {
             *a = [0f32; 16];
         }
+        if dump_dir().is_some() {
+            let probs: Vec<f32> = wp.iter().map(|&e| e * inv).collect();
+            ATTN_DUMP
+                .lock()
+                .unwrap()
+                .push(((bi, hi, i), scores.clone(), probs));
+        }
         for (j, &e) in wp.iter().enumerate().take(i + 1).skip(lo) {
             let p = f16::from_f32(e * inv).to_f32();
             let vj = vrow(j);
@@ -352,6 +364,52 @@ fn attend_rows_impl(
             *dst = reduce16(a);
         }
     }
+}
+
+/// Debug dump directory (`SURPRISAL_DUMP_DIR`): when set, intermediate tensors are written there
+/// as raw little-endian f32 (`<name>.f32`), named like llama.cpp's graph nodes (`attn_norm-0`,
+/// `Qcur-0`, `kq_soft_max-0`, ...), for comparison with `scripts/dump_llamacpp_tensors.py`.
+pub(crate) fn dump_dir() -> Option<&'static std::path::Path> {
+    static D: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    D.get_or_init(|| {
+        std::env::var_os("SURPRISAL_DUMP_DIR")
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+    })
+    .as_deref()
+}
+
+/// Writes `data` to `<dump dir>/<name>.f32` when dumping is on.
+pub(crate) fn dump(name: &str, data: &[f32]) {
+    if let Some(dir) = dump_dir() {
+        let _ = std::fs::create_dir_all(dir);
+        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let _ = std::fs::write(dir.join(format!("{name}.f32")), bytes);
+    }
+}
+
+/// Per (batch row, head, query) scores (scaled, masked) and probabilities, collected while dumping.
+type AttnRecord = ((usize, usize, usize), Vec<f32>, Vec<f32>);
+static ATTN_DUMP: std::sync::Mutex<Vec<AttnRecord>> = std::sync::Mutex::new(Vec::new());
+
+/// Dumps the collected attention scores / probabilities as `kq-<layer>` / `kq_soft_max-<layer>`,
+/// shape (B, heads, T, T) with masked entries -inf / 0.
+pub(crate) fn dump_attention(layer: usize, b: usize, h: usize, t: usize) {
+    if dump_dir().is_none() {
+        return;
+    }
+    let mut recs = std::mem::take(&mut *ATTN_DUMP.lock().unwrap());
+    recs.sort_by_key(|r| r.0);
+    let mut kq = vec![f32::NEG_INFINITY; b * h * t * t];
+    let mut p = vec![0f32; b * h * t * t];
+    for ((bi, hi, i), sc, pr) in recs {
+        let base = ((bi * h + hi) * t + i) * t;
+        let n = sc.len().min(t);
+        kq[base..base + n].copy_from_slice(&sc[..n]);
+        p[base..base + n].copy_from_slice(&pr[..n]);
+    }
+    dump(&format!("kq-{layer}"), &kq);
+    dump(&format!("kq_soft_max-{layer}"), &p);
 }
 
 /// Experiment switches (SURPRISAL_LC_EXP bit mask), for diagnosing differences from llama.cpp.

@@ -9,40 +9,9 @@ use common::*;
 use surprisal_metrics::{token_stats, EvalAggregate, EvalSummary};
 use surprisal_runner::protocol::{DocTotals, ModelTokens, Planner};
 use surprisal_runner::{
-    compare, evaluate, BosMode, DataProvenance, Document, FileDigest, ModelProvenance, NoProgress,
-    ProtocolConfig, ProtocolKind, Provenance, RowsFormat, RunError, RunOptions, Tokenize,
+    compare, evaluate, BosMode, Document, NoProgress, ProtocolConfig, ProtocolKind, RowsFormat,
+    RunError, RunOptions, Tokenize,
 };
-
-fn prov() -> Provenance {
-    Provenance {
-        tool_version: "0.1.0-test".into(),
-        model: ModelProvenance {
-            reference: "mock/model".into(),
-            files: vec![FileDigest {
-                path: "model.safetensors".into(),
-                sha256: "ab".repeat(32),
-            }],
-        },
-        reference_model: None,
-        data: DataProvenance {
-            path: "corpus.txt".into(),
-            sha256: "cd".repeat(32),
-        },
-        device: "cpu".into(),
-        dtype: "f32".into(),
-    }
-}
-
-fn proto(kind: ProtocolKind, window: usize, stride: usize, bos: BosMode) -> ProtocolConfig {
-    ProtocolConfig {
-        kind,
-        window,
-        stride,
-        bos,
-        max_tokens: None,
-        max_chunks: None,
-    }
-}
 
 fn opts(p: ProtocolConfig, batch: usize, chunk: usize) -> RunOptions {
     let mut o = RunOptions::new(p);

@@ -13,41 +13,9 @@ use surprisal_metrics::{log_mass, token_stats, EvalSummary};
 use surprisal_runner::protocol::{DocTotals, ModelTokens, Planner};
 use surprisal_runner::words::{bow_mask, mark_tokens, word_rows, TokenWordInput, WordRow};
 use surprisal_runner::{
-    compare, evaluate, BosMode, DataProvenance, Document, Encoded, FileDigest, ModelProvenance,
-    NoProgress, ProtocolConfig, ProtocolKind, Provenance, RowsFormat, RunError, RunOptions,
-    RunOutcome, Tokenize,
+    compare, evaluate, BosMode, Document, Encoded, NoProgress, ProtocolConfig, ProtocolKind,
+    RowsFormat, RunError, RunOptions, RunOutcome, Tokenize,
 };
-
-fn prov() -> Provenance {
-    Provenance {
-        tool_version: "0.1.0-test".into(),
-        model: ModelProvenance {
-            reference: "mock/model".into(),
-            files: vec![FileDigest {
-                path: "model.safetensors".into(),
-                sha256: "ab".repeat(32),
-            }],
-        },
-        reference_model: None,
-        data: DataProvenance {
-            path: "corpus.txt".into(),
-            sha256: "cd".repeat(32),
-        },
-        device: "cpu".into(),
-        dtype: "f32".into(),
-    }
-}
-
-fn proto(kind: ProtocolKind, window: usize, stride: usize, bos: BosMode) -> ProtocolConfig {
-    ProtocolConfig {
-        kind,
-        window,
-        stride,
-        bos,
-        max_tokens: None,
-        max_chunks: None,
-    }
-}
 
 fn all_protocols() -> Vec<ProtocolConfig> {
     vec![

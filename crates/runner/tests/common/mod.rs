@@ -3,7 +3,10 @@
 
 use std::cell::{Cell, RefCell};
 
-use surprisal_runner::{Document, Encoded, RunError, Scorer, Tokenize};
+use surprisal_runner::{
+    BosMode, DataProvenance, Document, Encoded, FileDigest, ModelProvenance, ProtocolConfig,
+    ProtocolKind, Provenance, RunError, Scorer, Tokenize,
+};
 
 pub const VOCAB: usize = 50;
 pub const BOS: u32 = 0;
@@ -183,4 +186,37 @@ pub fn corpus(n: usize) -> Vec<Document> {
 
 pub fn ok_docs(docs: &[Document]) -> impl Iterator<Item = Result<Document, String>> + '_ {
     docs.iter().cloned().map(Ok)
+}
+
+/// Provenance of the mock model and corpus.
+pub fn prov() -> Provenance {
+    Provenance {
+        tool_version: "0.1.0-test".into(),
+        model: ModelProvenance {
+            reference: "mock/model".into(),
+            files: vec![FileDigest {
+                path: "model.safetensors".into(),
+                sha256: "ab".repeat(32),
+            }],
+        },
+        reference_model: None,
+        data: DataProvenance {
+            path: "corpus.txt".into(),
+            sha256: "cd".repeat(32),
+        },
+        device: "cpu".into(),
+        dtype: "f32".into(),
+    }
+}
+
+/// A protocol without token or chunk limits.
+pub fn proto(kind: ProtocolKind, window: usize, stride: usize, bos: BosMode) -> ProtocolConfig {
+    ProtocolConfig {
+        kind,
+        window,
+        stride,
+        bos,
+        max_tokens: None,
+        max_chunks: None,
+    }
 }
