@@ -73,6 +73,33 @@ pub struct ModelInfo {
     pub weight_bytes: u64,
 }
 
+impl ModelInfo {
+    /// What a loaded checkpoint reports about itself; sizes come from the weight store.
+    fn new(
+        cfg: &DecoderConfig,
+        add_bos_token: bool,
+        weight_files: Vec<PathBuf>,
+        quantization: Option<String>,
+        store: &Store,
+    ) -> Self {
+        let (num_parameters, weight_bytes) = store.totals();
+        Self {
+            architecture: cfg.architecture.clone(),
+            vocab_size: cfg.vocab_size,
+            hidden_size: cfg.hidden_size,
+            num_layers: cfg.num_layers,
+            max_position_embeddings: cfg.max_position_embeddings,
+            bos_token_id: cfg.bos_token_id,
+            eos_token_id: cfg.eos_token_id,
+            add_bos_token,
+            weight_files,
+            quantization,
+            num_parameters,
+            weight_bytes,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct LoadedModel {
     pub model: CausalLm,
@@ -143,21 +170,7 @@ fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     let vb = Weights::new(&store, opts.dtype, &opts.device);
     let model = CausalLm::load(&vb, &cfg, None)?;
     let add_bos_token = hf_add_bos(dir, &tokenizer, cfg.bos_token_id);
-    let (num_parameters, weight_bytes) = store.totals();
-    let info = ModelInfo {
-        architecture: cfg.architecture.clone(),
-        vocab_size: cfg.vocab_size,
-        hidden_size: cfg.hidden_size,
-        num_layers: cfg.num_layers,
-        max_position_embeddings: cfg.max_position_embeddings,
-        bos_token_id: cfg.bos_token_id,
-        eos_token_id: cfg.eos_token_id,
-        add_bos_token,
-        weight_files: files,
-        quantization: None,
-        num_parameters,
-        weight_bytes,
-    };
+    let info = ModelInfo::new(&cfg, add_bos_token, files, None, &store);
     Ok(LoadedModel {
         model,
         tokenizer,
@@ -187,25 +200,18 @@ fn load_gguf(
     };
     let vb = Weights::new(&store, dtype, &opts.device);
     let model = CausalLm::load(&vb, &cfg, freq_factors.as_deref())?;
-    let (num_parameters, weight_bytes) = store.totals();
-    let info = ModelInfo {
-        architecture: cfg.architecture.clone(),
-        vocab_size: cfg.vocab_size,
-        hidden_size: cfg.hidden_size,
-        num_layers: cfg.num_layers,
-        max_position_embeddings: cfg.max_position_embeddings,
-        bos_token_id: cfg.bos_token_id,
-        eos_token_id: cfg.eos_token_id,
+    let quantization = Some(if opts.dequantize {
+        format!("{quant} dequantized to {:?}", opts.dtype)
+    } else {
+        quant
+    });
+    let info = ModelInfo::new(
+        &cfg,
         add_bos_token,
-        weight_files: vec![path.to_path_buf()],
-        quantization: Some(if opts.dequantize {
-            format!("{quant} dequantized to {:?}", opts.dtype)
-        } else {
-            quant
-        }),
-        num_parameters,
-        weight_bytes,
-    };
+        vec![path.to_path_buf()],
+        quantization,
+        &store,
+    );
     Ok(LoadedModel {
         model,
         tokenizer,
