@@ -630,3 +630,21 @@ fn nan_logits_name_document_and_position() {
     });
     c.fails(&c.eval(&[]), &["data.txt", "document 0", "position", "NaN"]);
 }
+
+#[test]
+fn resume_with_dequantize_toggled() {
+    // the same GGUF file with quantized kernels or f32 weights gives different numbers: not one run
+    let c = Case::new();
+    let g = gguf(&c, "q8.gguf");
+    assert_ok(&c.eval_with(&g, &c.data(), &["--per-token", "none"]));
+    std::fs::remove_file(c.out().join("summary.json")).unwrap();
+    edit_json(&c.out().join("checkpoint.json"), |v| {
+        v["complete"] = false.into();
+    });
+    let out = c.eval_with(
+        &g,
+        &c.data(),
+        &["--per-token", "none", "--resume", "--dequantize"],
+    );
+    c.fails(&out, &["cannot resume", "dtype", "Q8_0"]);
+}

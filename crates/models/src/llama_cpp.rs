@@ -4,7 +4,8 @@
 //! cascade, so "close to llama.cpp" requires "the same float operations as llama.cpp":
 //! - RMSNorm (fused with the weight): Σx² in f64 of f32 squares, `1/sqrtf(mean + eps)`, `x·s·w`;
 //! - RoPE: ggml's cache (`theta *= powf(base, -2/n_dims)` per pair, `cosf`/`sinf`), and the
-//!   contracted rotation `fma(x0, cos, -(x1·sin))`, `fma(x1, cos, x0·sin)`;
+//!   contracted rotation `fma(x0, cos, -(x1·sin))`, `fma(x0, sin, x1·cos)` (GCC fuses the first
+//!   product of each expression);
 //! - attention without flash-attn: K and V stored in the f16 KV cache, Q converted to f16 for the
 //!   f16 K·Q matmul (llamafile tinyBLAS: 16 fma lanes, `_mm512_reduce_add_ps`), softmax with
 //!   ggml's `ggml_v_expf` and an f64 sum of 16-wide partial sums, probabilities converted to f16
@@ -100,8 +101,9 @@ fn rotate(v: &mut [f32], c: &[[f32; 2]], half: usize, interleaved: bool) {
             v[i0] = x0 * cos - x1 * sin;
             v[i1] = x0 * sin + x1 * cos;
         } else {
+            // GCC contracts `x0*cos - x1*sin` and `x0*sin + x1*cos` at their first product.
             v[i0] = x0.mul_add(cos, -(x1 * sin));
-            v[i1] = x1.mul_add(cos, x0 * sin);
+            v[i1] = x0.mul_add(sin, x1 * cos);
         }
     }
 }

@@ -181,6 +181,11 @@ fn smollm2_prefix_vs_llamacpp() {
     let loaded = load_smollm2(false);
     let (lps, _) = score_rows(&loaded.model, std::slice::from_ref(&ids), 256);
     for (i, lp) in lps[0].iter().enumerate() {
-        println!("{i}: ours {:.7} llama.cpp {:.7} Δ {:+.3e}", -lp, want[i], -lp - want[i]);
+        println!(
+            "{i}: ours {:.7} llama.cpp {:.7} Δ {:+.3e}",
+            -lp,
+            want[i],
+            -lp - want[i]
+        );
     }
 }

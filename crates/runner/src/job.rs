@@ -126,6 +126,16 @@ fn data_provenance(spec: &DataSpec, data: &str) -> Result<DataProvenance> {
     })
 }
 
+/// The dtype the numbers come from: `f32`, or the GGUF's quantization (e.g. `Q4_1`, `Q4_1 dequantized
+/// to F32`). Part of the resume fingerprint, so a run cannot be resumed with `--dequantize` toggled.
+fn compute_dtype(scorer: &CandleScorer) -> String {
+    scorer
+        .info()
+        .quantization
+        .clone()
+        .unwrap_or_else(|| format!("{:?}", scorer.dtype()).to_lowercase())
+}
+
 /// Checks `--out` can be written before any model work starts.
 fn check_out_dir(out: Option<&Path>) -> Result<()> {
     let Some(dir) = out else { return Ok(()) };
@@ -159,7 +169,7 @@ pub fn eval(
         reference_model: None,
         data,
         device: m.device_name,
-        dtype: format!("{:?}", m.scorer.dtype()).to_lowercase(),
+        dtype: compute_dtype(&m.scorer),
     };
     engine::evaluate(
         &m.tokenizer,
@@ -198,7 +208,7 @@ pub fn compare(
         reference_model: Some(r.provenance),
         data,
         device: m.device_name,
-        dtype: format!("{:?}", m.scorer.dtype()).to_lowercase(),
+        dtype: compute_dtype(&m.scorer),
     };
     engine::compare(
         &m.tokenizer,
