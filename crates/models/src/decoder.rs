@@ -172,8 +172,8 @@ impl CausalLm {
             && matches!(cfg.rope_scaling, RopeScaling::None)
             && cfg.head_dim % 16 == 0
             && layers.first().is_some_and(|l| l.self_attn.q_proj.is_ggml())
-            // Opt-in while it does not yet reproduce llama.cpp (see `llama_cpp`).
-            && std::env::var("SURPRISAL_LLAMA_CPP_OPS").is_ok_and(|v| v == "1");
+            // On by default (reproduces llama.cpp bit for bit); `SURPRISAL_LLAMA_CPP_OPS=0` opts out.
+            && !std::env::var("SURPRISAL_LLAMA_CPP_OPS").is_ok_and(|v| v == "0");
         Ok(Self {
             llama_cpp,
             freq_factors: freq_factors.map(<[f32]>::to_vec),

@@ -12,11 +12,10 @@
 //!   for the f16 V·P matmul (16 lanes over keys);
 //! - SwiGLU: `x / (1 + ggml_v_expf(-x)) · g`.
 //!
-//! Status: opt-in (`SURPRISAL_LLAMA_CPP_OPS=1`). With it the first 3 positions of
-//! `datasets/sample.txt` reproduce llama.cpp's NLLs to 1e-6, but from position 3 on they drift
-//! (mean |Δnll| still ≈ 0.067 over 511 tokens), so some op still differs from ggml at the ulp level;
-//! the next step is to dump llama.cpp's intermediate tensors (eval callback) for a 4-token input and
-//! compare them op by op. `SURPRISAL_LC_EXP` bits switch experimental variants.
+//! Status: the default for quantized GGUF on the CPU (`SURPRISAL_LLAMA_CPP_OPS=0` opts out).
+//! Over `datasets/sample.txt` (2,289 tokens) the per-token NLLs equal llama.cpp's (0c1e570, CPU,
+//! no flash-attn) to 1e-13 (f64 log-softmax noise), and every intermediate tensor is bit-identical
+//! (compare with `SURPRISAL_DUMP_DIR` and `scripts/dump_llamacpp_tensors.py`).
 
 #![allow(clippy::needless_range_loop)] // lane-indexed kernels mirror the SIMD code
 
@@ -83,8 +82,23 @@ pub fn rope_apply(
         .for_each(|(row, v)| {
             let pos = (row / heads) % t;
             let c = &cache[pos * half..(pos + 1) * half];
-            with_fma(|| rotate(v, c, half, interleaved));
+            rotate_rows(v, c, half, interleaved);
         });
+}
+
+fn rotate_rows(v: &mut [f32], c: &[[f32; 2]], half: usize, interleaved: bool) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn fma(v: &mut [f32], c: &[[f32; 2]], half: usize, interleaved: bool) {
+            rotate(v, c, half, interleaved)
+        }
+        if has_fma() {
+            // SAFETY: the CPU has AVX2 and FMA (checked at run time).
+            return unsafe { fma(v, c, half, interleaved) };
+        }
+    }
+    rotate(v, c, half, interleaved)
 }
 
 #[inline(always)]
@@ -97,32 +111,10 @@ fn rotate(v: &mut [f32], c: &[[f32; 2]], half: usize, interleaved: bool) {
         };
         let (x0, x1) = (v[i0], v[i1]);
         let [cos, sin] = *cs;
-        if exp_var(2) {
-            v[i0] = x0 * cos - x1 * sin;
-            v[i1] = x0 * sin + x1 * cos;
-        } else {
-            // GCC contracts `x0*cos - x1*sin` and `x0*sin + x1*cos` at their first product.
-            v[i0] = x0.mul_add(cos, -(x1 * sin));
-            v[i1] = x0.mul_add(sin, x1 * cos);
-        }
+        // GCC contracts `x0*cos - x1*sin` and `x0*sin + x1*cos` at their first product.
+        v[i0] = x0.mul_add(cos, -(x1 * sin));
+        v[i1] = x0.mul_add(sin, x1 * cos);
     }
-}
-
-/// Runs `f` (inlined) in a function compiled with FMA, so `mul_add` is one instruction rather
-/// than a libm call. The results are the same either way.
-#[inline(always)]
-fn with_fma<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn fma_ctx<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        if has_fma() {
-            return unsafe { fma_ctx(f) };
-        }
-    }
-    f()
 }
 
 fn has_fma() -> bool {
@@ -170,8 +162,9 @@ pub fn v_expf(x: f32) -> f32 {
             f32::INFINITY
         }
     } else {
-        // _mm512_scalef_ps(j, n) = j · 2^n, one rounding
-        (j as f64 * (n as f64).exp2()) as f32
+        // _mm512_scalef_ps(j, n) = j · 2^n, one rounding (exact in f64, |n| ≤ 192 here)
+        let two_n = f64::from_bits(((n as i64 + 1023) as u64) << 52);
+        (j as f64 * two_n) as f32
     }
 }
 
@@ -181,13 +174,30 @@ pub fn swiglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
     out.par_chunks_mut(4096)
         .zip(gate.par_chunks(4096).zip(up.par_chunks(4096)))
         .for_each(|(o, (g, u))| {
-            with_fma(|| {
-                for ((o, &x), &u) in o.iter_mut().zip(g).zip(u) {
-                    *o = x / (1.0 + v_expf(0.0 - x)) * u;
-                }
-            })
+            swiglu_chunk(o, g, u);
         });
     out
+}
+
+fn swiglu_chunk(o: &mut [f32], g: &[f32], u: &[f32]) {
+    #[inline(always)]
+    fn run(o: &mut [f32], g: &[f32], u: &[f32]) {
+        for ((o, &x), &u) in o.iter_mut().zip(g).zip(u) {
+            *o = x / (1.0 + v_expf(0.0 - x)) * u;
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn fma(o: &mut [f32], g: &[f32], u: &[f32]) {
+            run(o, g, u)
+        }
+        if has_fma() {
+            // SAFETY: the CPU has AVX2 and FMA (checked at run time).
+            return unsafe { fma(o, g, u) };
+        }
+    }
+    run(o, g, u)
 }
 
 /// GCC's `_mm512_reduce_add_ps`.
@@ -218,19 +228,34 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], s: &AttnShape) -> Vec<f32> {
     assert!(d % 16 == 0, "head_dim must be a multiple of 16");
     let q = round_f16(q);
     let k = round_f16(k);
-    let v = round_f16(v);
     let n_rep = h / kv;
+    // V transposed per (batch row, kv head): (D, T padded to 16), f16-rounded, like llama.cpp's
+    // transposed V cache; the padding is 0 (its probabilities are 0 too).
+    let tp = t.next_multiple_of(16);
+    let mut vt = vec![0f32; b * kv * d * tp];
+    for bi in 0..b {
+        for j in 0..t {
+            for g in 0..kv {
+                let src = &v[((bi * t + j) * kv + g) * d..][..d];
+                let base = (bi * kv + g) * d * tp;
+                for (dd, &x) in src.iter().enumerate() {
+                    vt[base + dd * tp + j] = f16::from_f32(x).to_f32();
+                }
+            }
+        }
+    }
+    let v = vt;
     // (b, head, query) work items, each producing D outputs.
     let mut out = vec![0f32; b * t * h * d];
-    let items: Vec<(usize, usize)> = (0..b)
+    const QB: usize = 64;
+    let items: Vec<(usize, usize, usize, usize)> = (0..b)
         .flat_map(|bi| (0..h).map(move |hi| (bi, hi)))
-        .collect();
-    let results: Vec<((usize, usize), Vec<f32>)> = items
-        .par_iter()
-        .flat_map_iter(|&(bi, hi)| {
-            const QB: usize = 64;
+        .flat_map(|(bi, hi)| {
             (0..t.div_ceil(QB)).map(move |c| (bi, hi, c * QB, ((c + 1) * QB).min(t)))
         })
+        .collect();
+    let results: Vec<((usize, usize), Vec<f32>)> = items
+        .into_par_iter()
         .map(|(bi, hi, i0, i1)| {
             let g = hi / n_rep;
             let mut o = vec![0f32; (i1 - i0) * d];
@@ -263,7 +288,30 @@ fn attend_rows(
     i1: usize,
     o: &mut [f32],
 ) {
-    with_fma(|| attend_rows_impl(q, k, v, s, bi, hi, g, i0, i1, o))
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn fma(
+            q: &[f32],
+            k: &[f32],
+            v: &[f32],
+            s: &AttnShape,
+            bi: usize,
+            hi: usize,
+            g: usize,
+            i0: usize,
+            i1: usize,
+            o: &mut [f32],
+        ) {
+            attend_rows_impl(q, k, v, s, bi, hi, g, i0, i1, o)
+        }
+        if has_fma() {
+            // SAFETY: the CPU has AVX2 and FMA (checked at run time).
+            return unsafe { fma(q, k, v, s, bi, hi, g, i0, i1, o) };
+        }
+    }
+    attend_rows_impl(q, k, v, s, bi, hi, g, i0, i1, o)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -281,11 +329,12 @@ fn attend_rows_impl(
     o: &mut [f32],
 ) {
     let (t, h, kv, d) = (s.t, s.heads, s.kv_heads, s.d);
+    let tp = t.next_multiple_of(16);
     let qrow = |i: usize| &q[((bi * t + i) * h + hi) * d..][..d];
     let krow = |j: usize| &k[((bi * t + j) * kv + g) * d..][..d];
-    let vrow = |j: usize| &v[((bi * t + j) * kv + g) * d..][..d];
-    let mut wp: Vec<f32> = Vec::with_capacity(t + 16);
-    let mut acc = vec![[0f32; 16]; d];
+    // (D, tp) transposed V of this kv head
+    let vt = &v[(bi * kv + g) * d * tp..][..d * tp];
+    let mut wp: Vec<f32> = Vec::with_capacity(tp);
     for i in i0..i1 {
         let lo = match s.sliding_window {
             Some(w) if i + 1 > w => i + 1 - w,
@@ -300,32 +349,15 @@ fn attend_rows_impl(
                 wp.push(f32::NEG_INFINITY);
                 continue;
             }
+            // tinyBLAS f16 GEMM: 16 fma lanes over D, `_mm512_reduce_add_ps`
             let kj = krow(j);
-            let sc = if exp_var(1) {
-                // ggml_vec_dot_f16: 4 accumulators of 16 lanes per 64-element step
-                let mut acc = [[0f32; 16]; 4];
-                for st in 0..d / 64 {
-                    for (a, acc) in acc.iter_mut().enumerate() {
-                        for l in 0..16 {
-                            let e = st * 64 + a * 16 + l;
-                            acc[l] = kj[e].mul_add(qi[e], acc[l]);
-                        }
-                    }
+            let mut lanes = [0f32; 16];
+            for (kc, qc) in kj.chunks_exact(16).zip(qi.chunks_exact(16)) {
+                for l in 0..16 {
+                    lanes[l] = kc[l].mul_add(qc[l], lanes[l]);
                 }
-                let x0: [f32; 16] = std::array::from_fn(|l| acc[0][l] + acc[2][l]);
-                let x1: [f32; 16] = std::array::from_fn(|l| acc[1][l] + acc[3][l]);
-                let x: [f32; 16] = std::array::from_fn(|l| x0[l] + x1[l]);
-                reduce16(&x)
-            } else {
-                let mut lanes = [0f32; 16];
-                for c in 0..d / 16 {
-                    for l in 0..16 {
-                        lanes[l] = kj[c * 16 + l].mul_add(qi[c * 16 + l], lanes[l]);
-                    }
-                }
-                reduce16(&lanes)
-            };
-            wp.push(sc * s.scale);
+            }
+            wp.push(reduce16(&lanes) * s.scale);
         }
         let scores = if dump_dir().is_some() {
             wp.clone()
@@ -334,7 +366,7 @@ fn attend_rows_impl(
         };
         let max = wp.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
         let mut sum = 0f64;
-        for ch in wp.chunks_mut(16) {
+        for ch in wp.chunks_exact_mut(16) {
             let mut vals = [0f32; 16];
             for l in 0..16 {
                 vals[l] = v_expf(ch[l] - max);
@@ -343,27 +375,25 @@ fn attend_rows_impl(
             ch.copy_from_slice(&vals);
         }
         let inv = (1.0 / sum) as f32;
-        for a in acc.iter_mut() {
-            *a = [0f32; 16];
-        }
         if dump_dir().is_some() {
             let probs: Vec<f32> = wp.iter().map(|&e| e * inv).collect();
-            ATTN_DUMP
-                .lock()
-                .unwrap()
-                .push(((bi, hi, i), scores.clone(), probs));
+            ATTN_DUMP.lock().unwrap().push(((bi, hi, i), scores, probs));
         }
-        for (j, &e) in wp.iter().enumerate().take(i + 1).skip(lo) {
-            let p = f16::from_f32(e * inv).to_f32();
-            let vj = vrow(j);
-            let l = j % 16;
-            for (a, &x) in acc.iter_mut().zip(vj) {
-                a[l] = p.mul_add(x, a[l]);
-            }
+        // probabilities to f16 (masked ones are 0)
+        for e in wp.iter_mut() {
+            *e = f16::from_f32(*e * inv).to_f32();
         }
+        // tinyBLAS f16 GEMM of V^T by P: 16 fma lanes over keys, `_mm512_reduce_add_ps`
         let orow = &mut o[(i - i0) * d..(i - i0 + 1) * d];
-        for (dst, a) in orow.iter_mut().zip(&acc) {
-            *dst = reduce16(a);
+        for (dd, dst) in orow.iter_mut().enumerate() {
+            let vr = &vt[dd * tp..dd * tp + n];
+            let mut lanes = [0f32; 16];
+            for (pc, vc) in wp.chunks_exact(16).zip(vr.chunks_exact(16)) {
+                for l in 0..16 {
+                    lanes[l] = pc[l].mul_add(vc[l], lanes[l]);
+                }
+            }
+            *dst = reduce16(&lanes);
         }
     }
 }
@@ -412,18 +442,6 @@ pub(crate) fn dump_attention(layer: usize, b: usize, h: usize, t: usize) {
     }
     dump(&format!("kq-{layer}"), &kq);
     dump(&format!("kq_soft_max-{layer}"), &p);
-}
-
-/// Experiment switches (SURPRISAL_LC_EXP bit mask), for diagnosing differences from llama.cpp.
-pub(crate) fn exp_var(bit: u32) -> bool {
-    static V: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *V.get_or_init(|| {
-        std::env::var("SURPRISAL_LC_EXP")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    }) & bit
-        != 0
 }
 
 #[cfg(test)]

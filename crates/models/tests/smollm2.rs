@@ -132,13 +132,9 @@ fn smollm2_dequantized_matches_transformers() {
     assert!(max <= 5e-3, "max |Δnll| = {max}");
 }
 
-/// The target from the brief. Not met: candle's quantized CPU kernels (Q4_1 x Q8_1) give
-/// per-token NLLs that differ from llama.cpp's by mean |Δ| ≈ 0.059 (max ≈ 0.57), although the
-/// mean NLL agrees to 2e-5 (3.16412 vs 3.16414). Each quantized implementation is ≈ 0.054 away
-/// from the f32 (dequantized) reference and the two errors are uncorrelated; emulating llama.cpp's
-/// f16 KV cache changes nothing (≈ 0.001). Run with `--ignored` to see the numbers.
+/// The target from the brief: met with ggml's kernels and llama.cpp's non-matmul ops (the default for
+/// quantized GGUF on the CPU), which reproduce llama.cpp's per-token NLLs to ~1e-13.
 #[test]
-#[ignore = "mean |Δnll| vs llama.cpp is ~0.059 > 0.01: candle and llama.cpp quantized kernels differ per token"]
 fn smollm2_quantized_matches_llamacpp() {
     let (_max, mean) = nll_against("smollm2_llamacpp.json", false);
     assert!(mean <= 0.01, "mean |Δnll| = {mean}");
