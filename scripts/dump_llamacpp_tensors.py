@@ -8,7 +8,8 @@ Same llama.cpp and settings as scripts/ref_smollm2_llamacpp.py (one batch, no fl
 n_threads defaults to 1.
 
 Usage: /work/.venv-ref/bin/python scripts/dump_llamacpp_tensors.py [--n 8] [--out /tmp/lc_dump]
-Compare with SURPRISAL_LLAMA_CPP_OPS=1 SURPRISAL_DUMP_DIR=... (crates/models/src/llama_cpp.rs).
+Compare with ours: SURPRISAL_DUMP_DIR=/tmp/ours cargo run --release -p surprisal-models --example score --
+  <model.gguf> --ids crates/models/tests/data/smollm2_llamacpp.json --first 8  (crates/models/src/llama_cpp.rs).
 """
 import argparse
 import ctypes

@@ -1,7 +1,7 @@
 //! Loads a model, reports load time, and optionally scores the `token_ids` of a reference JSON,
 //! writing per-token NLLs. Used to measure load time / peak RSS:
 //!   /usr/bin/time -v target/release/examples/score <model.gguf|dir|org/name> [--dequantize]
-//!       [--ids reference.json] [--out nll.json] [--chunk 256]
+//!       [--ids reference.json] [--first N] [--out nll.json] [--chunk 256]
 
 use std::time::Instant;
 
@@ -37,6 +37,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .map(|x| x.as_u64().unwrap_or(0) as u32)
         .collect();
+    // `--first N`: score a prefix only (with SURPRISAL_DUMP_DIR, to diff intermediates against
+    // scripts/dump_llamacpp_tensors.py --n N).
+    let mut ids = ids;
+    if let Some(n) = value("--first") {
+        ids.truncate(n.parse::<usize>()?);
+    }
     let chunk: usize = value("--chunk")
         .map(|c| c.parse())
         .transpose()?

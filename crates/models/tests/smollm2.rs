@@ -160,28 +160,3 @@ fn smollm2_quantized_close_to_llamacpp() {
     );
     assert!(mean <= 0.08, "mean |Δnll| = {mean}");
 }
-
-/// Debug aid: runs the first `SURPRISAL_DUMP_N` (default 8) reference tokens once, so that with
-/// `SURPRISAL_LLAMA_CPP_OPS=1 SURPRISAL_DUMP_DIR=/tmp/ours` the intermediate tensors can be
-/// compared with `scripts/dump_llamacpp_tensors.py`'s. Prints the per-token NLLs vs llama.cpp.
-#[test]
-#[ignore = "debug aid"]
-fn smollm2_prefix_vs_llamacpp() {
-    let r = reference("smollm2_llamacpp.json");
-    let n: usize = std::env::var("SURPRISAL_DUMP_N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(8);
-    let ids = ids_of(&r)[..n].to_vec();
-    let want: Vec<f64> = f64_vec(&r["nll_nats"]);
-    let loaded = load_smollm2(false);
-    let (lps, _) = score_rows(&loaded.model, std::slice::from_ref(&ids), 256);
-    for (i, lp) in lps[0].iter().enumerate() {
-        println!(
-            "{i}: ours {:.7} llama.cpp {:.7} Δ {:+.3e}",
-            -lp,
-            want[i],
-            -lp - want[i]
-        );
-    }
-}
