@@ -272,3 +272,37 @@ fn sliding_w512_s256_t8192_dequantized_matches_transformers() {
         "per-token mean |Δ NLL| {mean_abs:.2e} > 2e-4 nats"
     );
 }
+
+/// The requirement itself: `--protocol chunks --window 512 --max-chunks 40` on the quantized GGUF
+/// reproduces `llama-perplexity -c 512 --chunks 40` (PPL 23.5861) to ≤ 0.1 % in perplexity.
+#[test]
+fn chunks_c512_40_quantized_ppl_within_0_1_percent_of_llama_perplexity() {
+    let peer = peer("llamacpp_wikitext_c512_chunks40.json");
+    let (s, rows, secs) = eval(&[
+        "--protocol",
+        "chunks",
+        "--window",
+        "512",
+        "--max-chunks",
+        "40",
+        "--batch-size",
+        "4",
+    ]);
+    assert_eq!(
+        u(&s["tokens_scored"]),
+        u(&peer["tokens_scored"]),
+        "tokens_scored"
+    );
+    assert_eq!(rows.len(), 10_200);
+    let (got, want) = (f(&s["perplexity"]), f(&peer["final_ppl"]));
+    let rel = got / want - 1.0;
+    eprintln!(
+        "chunks c512 x40: PPL ours {got:.4} llama-perplexity {want:.4} ({:+.3} %), {secs:.0} s",
+        rel * 100.0
+    );
+    assert!(
+        rel.abs() <= 1e-3,
+        "PPL {got:.4} vs llama-perplexity {want:.4}: {:+.3} % (limit 0.1 %)",
+        rel * 100.0
+    );
+}
