@@ -16,8 +16,13 @@ token stream of the single document crates/cli/tests/data/compare_text.txt (toke
 tokens), fixed so that every token after the first is scored exactly once: the last trg_len = end -
 prev_end targets of each window (crates/runner/PROTOCOLS.md). Both models see the same windows.
 
-Numerics: transformers float32 forward, eager attention, one forward per window; log_softmax in
-float64 of the float32 logits; everything else in float64 numpy:
+Numerics: transformers forward in float32 (writes fixture_compare.json; checked against `surprisal
+compare --dtype f32`) or, with `--float64`, in float64 (writes fixture_compare_f64.json; checked against
+`--dtype f64`). In float64 mode the forward is float64 throughout: LlamaRMSNorm is patched to
+normalize in float64 (transformers upcasts to float32 only), the rotary embedding computes its
+frequencies and cos/sin in float64 (transformers: float32), and attention is SDPA (eager attention takes
+its softmax in float32). Float32 mode: eager attention, transformers as shipped. One forward per window;
+log_softmax in float64; everything else in float64 numpy:
   kl      = sum_i p_R,i (ln p_R,i - ln p_M,i)
   nll     = -ln p[target]            (both models)
   delta_p = p_M[target] - p_R[target]
@@ -28,7 +33,7 @@ perplexity_ratio = exp(mean(nll_M - nll_R)), CI = exp(delta +- 1.96 se); quantil
 rms_target_prob_delta = sqrt(mean(delta_p^2)). top_kl_positions: the 20 largest KL with the text of up
 to 8 tokens before and 2 after the target inside its window.
 
-Usage: /work/.venv-ref/bin/python scripts/ref_fixture_compare.py
+Usage: /work/.venv-ref/bin/python scripts/ref_fixture_compare.py [--float64]
 """
 import json
 import os
@@ -43,7 +48,8 @@ MODEL_DIR = os.path.join(FIXTURES, "llama")
 REF_DIR = os.path.join(FIXTURES, "llama_untied")
 DATA_DIR = os.path.join(REPO, "crates", "cli", "tests", "data")
 TEXT = os.path.join(DATA_DIR, "compare_text.txt")
-OUT = os.path.join(DATA_DIR, "fixture_compare.json")
+FLOAT64 = "--float64" in sys.argv[1:]
+OUT = os.path.join(DATA_DIR, "fixture_compare_f64.json" if FLOAT64 else "fixture_compare.json")
 WINDOW, STRIDE = 128, 64
 
 # surprisal-metrics QUANTILE_LEVELS and the field names of `Quantiles`
@@ -54,7 +60,30 @@ NAMES = ["min", "p0_1", "p1", "p5", "p10", "p25", "p50", "p75", "p90", "p95", "p
 def load(d):
     import torch
     from transformers import AutoModelForCausalLM
-    m = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="eager")
+    if FLOAT64:
+        from transformers.models.llama import modeling_llama
+
+        def rms_norm_in_input_dtype(self, hidden_states):
+            variance = hidden_states.pow(2).mean(-1, keepdim=True)
+            return self.weight * (hidden_states * torch.rsqrt(variance + self.variance_epsilon))
+
+        modeling_llama.LlamaRMSNorm.forward = rms_norm_in_input_dtype
+
+        def rope_in_float64(self, x, position_ids):
+            cfg = self.config
+            assert cfg.rope_parameters.get("rope_type", "default") == "default"
+            dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+            inv_freq = 1.0 / (cfg.rope_parameters["rope_theta"]
+                              ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+            freqs = position_ids[..., None].to(torch.float64) * inv_freq
+            emb = torch.cat((freqs, freqs), dim=-1)
+            return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+
+        modeling_llama.LlamaRotaryEmbedding.forward = torch.no_grad()(rope_in_float64)
+    dtype = torch.float64 if FLOAT64 else torch.float32
+    # eager attention takes its softmax in float32 whatever the model dtype; SDPA stays in float64
+    attn = "sdpa" if FLOAT64 else "eager"
+    m = AutoModelForCausalLM.from_pretrained(d, dtype=dtype, attn_implementation=attn)
     return m.eval()
 
 
@@ -181,7 +210,9 @@ def main():
                "context_after": text_of(context[i][1]), "nll_nats": rows["nll_nats"][i],
                "ref_nll_nats": rows["ref_nll_nats"][i]} for i in order[:20]]
     out = {
-        "source": "scripts/ref_fixture_compare.py (transformers float32, eager, log_softmax float64)",
+        "source": "scripts/ref_fixture_compare.py%s (transformers %s, eager, log_softmax float64)"
+                  % (" --float64" if FLOAT64 else "", "float64" if FLOAT64 else "float32"),
+        "dtype": "f64" if FLOAT64 else "f32",
         "model": "crates/models/tests/fixtures/llama",
         "reference": "crates/models/tests/fixtures/llama_untied",
         "args": ["--data", "crates/cli/tests/data/compare_text.txt", "--protocol", "sliding",

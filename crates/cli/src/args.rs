@@ -62,6 +62,27 @@ pub enum BosArg {
     Never,
 }
 
+/// Compute dtype of activations and dense weights.
+#[derive(ValueEnum, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DtypeArg {
+    F32,
+    F64,
+    Bf16,
+    F16,
+}
+
+impl DtypeArg {
+    pub fn name(self) -> &'static str {
+        match self {
+            DtypeArg::F32 => "f32",
+            DtypeArg::F64 => "f64",
+            DtypeArg::Bf16 => "bf16",
+            DtypeArg::F16 => "f16",
+        }
+    }
+}
+
 #[derive(ValueEnum, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum PerTokenArg {
@@ -111,6 +132,10 @@ pub struct RunOptions {
     /// cpu or cuda:N [default: cpu].
     #[arg(long)]
     pub device: Option<String>,
+    /// Compute dtype for safetensors and dequantized GGUF weights [default: f32]; f64 is for
+    /// reference-grade numbers, bf16/f16 for GPUs. Quantized GGUF kernels always run in f32.
+    #[arg(long, value_enum)]
+    pub dtype: Option<DtypeArg>,
     /// Write summary.json, per-token rows and checkpoints here.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -149,7 +174,7 @@ impl RunOptions {
         }
         take!(
             model, data, protocol, window, stride, bos, text_field, max_tokens, max_chunks,
-            batch_size, device, out, per_token, threads
+            batch_size, device, dtype, out, per_token, threads
         );
         take!(checkpoint_seconds);
         self.dequantize |= file.dequantize;

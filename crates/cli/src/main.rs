@@ -15,7 +15,7 @@ use surprisal_runner::{
     BarProgress, BosMode, ProtocolConfig, ProtocolKind, RowsFormat, RunError, RunOptions,
 };
 
-use args::{BosArg, Cli, Command, PerTokenArg, ProtocolArg, RunOptions as Flags};
+use args::{BosArg, Cli, Command, DtypeArg, PerTokenArg, ProtocolArg, RunOptions as Flags};
 
 /// Exit status for usage and input errors (bad flags, unreadable model or data).
 const EXIT_USAGE: u8 = 2;
@@ -112,6 +112,7 @@ fn run(cli: Cli, interrupt: Arc<AtomicBool>) -> Result<()> {
             let reference = ModelSpec {
                 reference: expand_home(&reference),
                 device: a.reference_device.unwrap_or_else(|| model.device.clone()),
+                dtype: model.dtype.clone(),
                 dequantize: a.reference_dequantize,
             };
             let mut progress = BarProgress::new(flags.quiet);
@@ -238,6 +239,7 @@ fn resolve(f: &Flags) -> Result<(ModelSpec, JobSpec)> {
     let model = ModelSpec {
         reference: expand_home(model),
         device: f.device.clone().unwrap_or_else(|| "cpu".into()),
+        dtype: f.dtype.unwrap_or(DtypeArg::F32).name().into(),
         dequantize: f.dequantize,
     };
     let jobspec = JobSpec {

@@ -81,6 +81,12 @@ impl Attention {
         let q = q.reshape((b, kv, n_rep, t, d))?;
 
         let scale = 1.0 / (d as f64).sqrt();
+        // Softmax in at least f32 (bf16/f16 scores would lose the small probabilities); f64 stays f64.
+        let softmax_dtype = if x.dtype() == DType::F64 {
+            DType::F64
+        } else {
+            DType::F32
+        };
         let mut blocks = Vec::with_capacity(t.div_ceil(QUERY_BLOCK));
         let mut start = 0;
         while start < t {
@@ -97,9 +103,16 @@ impl Attention {
                                                          // (B, KV, n_rep*L, D) x (B, KV, D, end) -> (B, KV, n_rep*L, end)
             let scores = (qb.matmul(&kb.t()?)? * scale)?;
             let scores = scores
-                .to_dtype(DType::F32)?
+                .to_dtype(softmax_dtype)?
                 .reshape((b, kv, n_rep, len, end))?;
-            let mask = causal_mask(start, len, end, self.sliding_window, DType::F32, x.device())?;
+            let mask = causal_mask(
+                start,
+                len,
+                end,
+                self.sliding_window,
+                softmax_dtype,
+                x.device(),
+            )?;
             let scores = scores.broadcast_add(&mask)?;
             let probs = candle_nn::ops::softmax_last_dim(&scores)?
                 .to_dtype(vb.dtype())?

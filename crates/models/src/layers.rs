@@ -139,11 +139,12 @@ impl RmsNorm {
 
     /// Normalizes over the last dimension.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::rms_norm(
-            &x.contiguous()?,
-            &self.weight,
-            self.eps,
-        )?)
+        let x = x.contiguous()?;
+        // candle's fused kernel has no f64 variant; the composed one is exact in f64.
+        if x.dtype() == DType::F64 {
+            return Ok(candle_nn::ops::rms_norm_slow(&x, &self.weight, self.eps)?);
+        }
+        Ok(candle_nn::ops::rms_norm(&x, &self.weight, self.eps)?)
     }
 }
 

@@ -1,7 +1,9 @@
 //! Rotary position embeddings, shared by every architecture. Frequencies and tables are computed in
-//! f32 (as transformers does) and cast to the activation dtype afterwards.
+//! f32 (as transformers does) and cast to the activation dtype afterwards — except for f64 models,
+//! whose tables are computed in f64 so that `--dtype f64` is float64 throughout.
 
 use candle_core::{DType, Device, Tensor};
+use num_traits::{Float, FloatConst};
 
 use crate::config::{DecoderConfig, RopeLayout, RopeScaling};
 use crate::error::Result;
@@ -10,6 +12,8 @@ use crate::error::Result;
 pub struct RotaryEmbedding {
     /// (rope_dim / 2,) inverse frequencies, f32.
     inv_freq: Vec<f32>,
+    /// The same frequencies computed in f64, for f64 models.
+    inv_freq_f64: Vec<f64>,
     layout: RopeLayout,
 }
 
@@ -23,52 +27,21 @@ pub struct RopeTables {
 impl RotaryEmbedding {
     /// `freq_factors` (llama.cpp `rope_freqs`) divide the frequencies when present.
     pub fn new(cfg: &DecoderConfig, freq_factors: Option<&[f32]>) -> Self {
-        let dim = cfg.rope_dim;
-        // transformers: 1 / base ** (arange(0, dim, 2).float() / dim), in f32.
-        let mut inv_freq: Vec<f32> = (0..dim)
-            .step_by(2)
-            .map(|i| 1.0f32 / (cfg.rope_theta as f32).powf(i as f32 / dim as f32))
-            .collect();
-        if let RopeScaling::Llama3 {
-            factor,
-            low_freq_factor,
-            high_freq_factor,
-            original_max_position_embeddings,
-        } = cfg.rope_scaling
-        {
-            inv_freq = llama3_inv_freq(
-                &inv_freq,
-                factor as f32,
-                low_freq_factor as f32,
-                high_freq_factor as f32,
-                original_max_position_embeddings as f32,
-            );
-        }
-        if let Some(ff) = freq_factors {
-            for (f, d) in inv_freq.iter_mut().zip(ff) {
-                *f /= *d;
-            }
-        }
         Self {
-            inv_freq,
+            inv_freq: inverse_frequencies::<f32>(cfg, freq_factors),
+            inv_freq_f64: inverse_frequencies::<f64>(cfg, freq_factors),
             layout: cfg.rope_layout,
         }
     }
 
     /// Tables for positions `0..seq_len`.
     pub fn tables(&self, seq_len: usize, dtype: DType, device: &Device) -> Result<RopeTables> {
-        let half = self.inv_freq.len();
-        let mut cos = Vec::with_capacity(seq_len * half);
-        let mut sin = Vec::with_capacity(seq_len * half);
-        for p in 0..seq_len {
-            for &f in &self.inv_freq {
-                let angle = p as f32 * f;
-                cos.push(angle.cos());
-                sin.push(angle.sin());
-            }
-        }
-        let cos = Tensor::from_vec(cos, (seq_len, half), device)?.to_dtype(dtype)?;
-        let sin = Tensor::from_vec(sin, (seq_len, half), device)?.to_dtype(dtype)?;
+        let (cos, sin) = if dtype == DType::F64 {
+            cos_sin(&self.inv_freq_f64, seq_len, device)?
+        } else {
+            cos_sin(&self.inv_freq, seq_len, device)?
+        };
+        let (cos, sin) = (cos.to_dtype(dtype)?, sin.to_dtype(dtype)?);
         Ok(RopeTables {
             cos,
             sin,
@@ -89,20 +62,80 @@ impl RopeTables {
     }
 }
 
+/// transformers' `1 / base ** (arange(0, dim, 2) / dim)`, llama3-scaled and divided by llama.cpp's
+/// `rope_freqs` where present, in the float type `F`.
+fn inverse_frequencies<F: Float + FloatConst>(
+    cfg: &DecoderConfig,
+    freq_factors: Option<&[f32]>,
+) -> Vec<F> {
+    let f = |x: f64| F::from(x).expect("a float type holds f64 constants");
+    let dim = cfg.rope_dim;
+    let base = f(cfg.rope_theta);
+    let mut inv_freq: Vec<F> = (0..dim)
+        .step_by(2)
+        .map(|i| F::one() / base.powf(f(i as f64) / f(dim as f64)))
+        .collect();
+    if let RopeScaling::Llama3 {
+        factor,
+        low_freq_factor,
+        high_freq_factor,
+        original_max_position_embeddings,
+    } = cfg.rope_scaling
+    {
+        inv_freq = llama3_inv_freq(
+            &inv_freq,
+            f(factor),
+            f(low_freq_factor),
+            f(high_freq_factor),
+            f(original_max_position_embeddings as f64),
+        );
+    }
+    if let Some(ff) = freq_factors {
+        for (x, d) in inv_freq.iter_mut().zip(ff) {
+            *x = *x / f(f64::from(*d));
+        }
+    }
+    inv_freq
+}
+
+/// (seq_len, half) cos and sin of `position * inv_freq`, computed in `F`.
+fn cos_sin<F: Float + candle_core::WithDType>(
+    inv_freq: &[F],
+    seq_len: usize,
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
+    let half = inv_freq.len();
+    let mut cos = Vec::with_capacity(seq_len * half);
+    let mut sin = Vec::with_capacity(seq_len * half);
+    for p in 0..seq_len {
+        let p = F::from(p).expect("positions fit any float type");
+        for &f in inv_freq {
+            let angle = p * f;
+            cos.push(angle.cos());
+            sin.push(angle.sin());
+        }
+    }
+    Ok((
+        Tensor::from_vec(cos, (seq_len, half), device)?,
+        Tensor::from_vec(sin, (seq_len, half), device)?,
+    ))
+}
+
 /// Port of transformers' `_compute_llama3_parameters`.
-fn llama3_inv_freq(
-    inv_freq: &[f32],
-    factor: f32,
-    low_freq_factor: f32,
-    high_freq_factor: f32,
-    old_context_len: f32,
-) -> Vec<f32> {
+fn llama3_inv_freq<F: Float + FloatConst>(
+    inv_freq: &[F],
+    factor: F,
+    low_freq_factor: F,
+    high_freq_factor: F,
+    old_context_len: F,
+) -> Vec<F> {
     let low_freq_wavelen = old_context_len / low_freq_factor;
     let high_freq_wavelen = old_context_len / high_freq_factor;
+    let two = F::one() + F::one();
     inv_freq
         .iter()
         .map(|&f| {
-            let wavelen = 2.0 * std::f32::consts::PI / f;
+            let wavelen = two * F::PI() / f;
             let scaled = if wavelen > low_freq_wavelen {
                 f / factor
             } else {
@@ -113,7 +146,7 @@ fn llama3_inv_freq(
             if is_medium {
                 let smooth = (old_context_len / wavelen - low_freq_factor)
                     / (high_freq_factor - low_freq_factor);
-                (1.0 - smooth) * scaled / factor + smooth * scaled
+                (F::one() - smooth) * scaled / factor + smooth * scaled
             } else {
                 scaled
             }
@@ -146,6 +179,7 @@ mod tests {
             inv_freq: (0..d / 2)
                 .map(|i| 1.0 / 100f32.powf(2.0 * i as f32 / d as f32))
                 .collect(),
+            inv_freq_f64: Vec::new(),
             layout: RopeLayout::Half,
         };
         let half = rope.tables(t, DType::F32, &dev)?.apply(&x)?;

@@ -24,6 +24,8 @@ pub struct ModelSpec {
     pub reference: String,
     /// `cpu` or `cuda:N`.
     pub device: String,
+    /// `f32`, `f64`, `bf16` or `f16`: activations and dense weights.
+    pub dtype: String,
     /// GGUF: run with f32 weights instead of quantized kernels.
     pub dequantize: bool,
 }
@@ -67,6 +69,19 @@ pub fn parse_device(s: &str) -> Result<Device> {
     }
 }
 
+/// Parses `f32` / `f64` / `bf16` / `f16`.
+pub fn parse_dtype(s: &str) -> Result<DType> {
+    match s {
+        "f32" => Ok(DType::F32),
+        "f64" => Ok(DType::F64),
+        "bf16" => Ok(DType::BF16),
+        "f16" => Ok(DType::F16),
+        _ => Err(RunError::Config(format!(
+            "--dtype {s}: expected f32, f64, bf16 or f16"
+        ))),
+    }
+}
+
 /// A loaded model with what the report says about it.
 pub struct Loaded {
     pub scorer: CandleScorer,
@@ -79,15 +94,23 @@ pub struct Loaded {
 pub fn load_model(spec: &ModelSpec) -> Result<Loaded> {
     let source = ModelSource::parse(&spec.reference)?;
     let device = parse_device(&spec.device)?;
+    let dtype = parse_dtype(&spec.dtype)?;
     let opts = LoadOptions {
         device,
-        dtype: DType::F32,
+        dtype,
         dequantize: spec.dequantize,
     };
-    if spec.dequantize && !matches!(source, ModelSource::Gguf { .. }) {
+    let gguf = matches!(source, ModelSource::Gguf { .. });
+    if spec.dequantize && !gguf {
         return Err(RunError::Config(format!(
             "--dequantize applies to GGUF files only; {} is not a .gguf file",
             spec.reference
+        )));
+    }
+    if gguf && !spec.dequantize && dtype != DType::F32 {
+        return Err(RunError::Config(format!(
+            "--dtype {}: quantized GGUF kernels run in f32; add --dequantize to run {} with {} weights",
+            spec.dtype, spec.reference, spec.dtype
         )));
     }
     let loaded = surprisal_models::load(&source, &opts)?;
