@@ -648,3 +648,12 @@ fn resume_with_dequantize_toggled() {
     );
     c.fails(&out, &["cannot resume", "dtype", "Q8_0"]);
 }
+
+#[test]
+fn dtype_other_than_f32_on_a_quantized_gguf() {
+    // quantized kernels take f32 activations: --dtype f64 would silently not be f64
+    let c = Case::new();
+    let g = gguf(&c, "q8.gguf");
+    let out = c.eval_with(&g, &c.data(), &["--per-token", "none", "--dtype", "f64"]);
+    c.fails(&out, &["--dtype f64", "quantized GGUF", "--dequantize"]);
+}

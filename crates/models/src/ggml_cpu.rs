@@ -38,8 +38,26 @@ struct QuantRows {
     s: Vec<f32>,
 }
 
+/// [`quantize_block`] compiled for AVX2: without SSE4.1 the baseline x86_64 target turns
+/// `round_ties_even` into a call to libm's `rintf` per value (8 % of a quantized run's CPU time in a
+/// profile); with it, a `vroundps`. Same results.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quantize_block_avx2(x: &[f32]) -> ([i8; QK], f32, i32) {
+    quantize_block(x)
+}
+
+fn quantize_block_fast(x: &[f32]) -> ([i8; QK], f32, i32) {
+    #[cfg(target_arch = "x86_64")]
+    if use_avx2() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
+        return unsafe { quantize_block_avx2(x) };
+    }
+    quantize_block(x)
+}
+
 /// One block of 32 values: (quants, f32 scale before f16 rounding, Σ quants).
-#[inline]
+#[inline(always)]
 fn quantize_block(x: &[f32]) -> ([i8; QK], f32, i32) {
     let amax = x.iter().fold(0f32, |a, &v| a.max(v.abs()));
     let d = amax / 127.0;
@@ -70,7 +88,7 @@ fn quantize_rows(x: &[f32], rows: usize, k: usize, with_sum: bool) -> QuantRows 
         let x = &x[r * k..(r + 1) * k];
         let mut s = s;
         for b in 0..kb {
-            let (q, db, sum) = quantize_block(&x[b * QK..(b + 1) * QK]);
+            let (q, db, sum) = quantize_block_fast(&x[b * QK..(b + 1) * QK]);
             qs[b] = q;
             d[b] = f16::from_f32(db).to_f32();
             if let Some(s) = s.as_deref_mut() {

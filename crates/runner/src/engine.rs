@@ -60,6 +60,17 @@ use crate::words::{bow_mask, mark_tokens, word_rows, TokenWordInput, WordRow};
 /// File name of the summary inside `--out`.
 pub const SUMMARY_FILE: &str = "summary.json";
 
+/// Bytes of f32 logits materialized at once (per model). A chunk exists up to twice while it is
+/// copied from the device tensor to host memory, so this bounds scoring memory to about
+/// 2 × 48 MiB per model, whatever the vocabulary: 256 rows for a 49k vocabulary, 82 for 152k.
+pub const LOGIT_CHUNK_BYTES: usize = 48 << 20;
+
+/// `requested` logit rows per chunk, capped so a chunk of `vocab` f32 logits fits
+/// [`LOGIT_CHUNK_BYTES`].
+pub fn logit_chunk_rows(requested: usize, vocab: usize) -> usize {
+    requested.min((LOGIT_CHUNK_BYTES / (vocab.max(1) * 4)).max(1))
+}
+
 /// How to run.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -67,7 +78,8 @@ pub struct RunOptions {
     pub protocol: ProtocolConfig,
     /// Windows per forward pass.
     pub batch_size: usize,
-    /// Most `(row, position)` logit rows materialized at once.
+    /// Most `(row, position)` logit rows materialized at once; fewer when a chunk of that many rows
+    /// would exceed [`LOGIT_CHUNK_BYTES`] for the model's vocabulary.
     pub logit_chunk_rows: usize,
     /// Output directory (`summary.json`, token rows, checkpoint).
     pub out_dir: Option<PathBuf>,
@@ -915,7 +927,7 @@ where
         mode.score_batch(
             &inputs,
             &items,
-            opts.logit_chunk_rows,
+            logit_chunk_rows(opts.logit_chunk_rows, mode.vocab_size()),
             &mut st.agg,
             want_rows.then_some(&mut rows_buf),
             words.as_deref().map(|w| WordScores {
