@@ -15,8 +15,8 @@ perf record -q -F 299 --call-graph dwarf,16384 -o "$tmp/perf.data" \
   "$repo/target/release/surprisal" eval --model "$model" --data "$data" --protocol chunks --window 512 \
   --max-chunks "$chunks" --batch-size 4 --threads 2 --quiet "$@" >&2
 echo "== hottest functions (self time) =="
-perf report -i "$tmp/perf.data" --no-children --sort dso,sym --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -15
+perf report -i "$tmp/perf.data" --no-children --sort dso,sym --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -15 || true
 echo "== per-row metrics (inclusive time, % of all samples) =="
 perf report -i "$tmp/perf.data" --children --sort sym --stdio 2>/dev/null \
   | grep -E '^ +[0-9].*\] surprisal_metrics::(row::(token_stats|pair_stats)|mass::log_mass)[^ ]*$' \
-  | awk '{print; gsub("%","",$1); s+=$1} END {printf "metrics total: %.2f %% of samples\n", s}'
+  | awk '{print; gsub("%","",$1); s+=$1} END {printf "metrics total: %.2f %% of samples\n", s}' || true

@@ -1,12 +1,16 @@
 //! The Llama-family decoder (Llama, Mistral, Qwen2, Qwen3): embedding, N pre-norm blocks of
 //! attention + SwiGLU MLP, final RMSNorm, output head. Returns hidden states for every position.
 
+use std::sync::Arc;
+
+use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Tensor};
 
 use crate::attention::Attention;
 use crate::config::DecoderConfig;
 use crate::config::{RopeLayout, RopeScaling};
 use crate::error::{ModelError, Result};
+use crate::ggml_cpu::GgmlMatMul;
 use crate::layers::{Linear, Mlp, RmsNorm};
 use crate::llama_cpp;
 use crate::rope::RotaryEmbedding;
@@ -131,12 +135,39 @@ struct LlamaCppRope {
     interleaved: bool,
 }
 
+/// The token embedding table: dense, or the packed quantized GGUF tensor whose rows are
+/// dequantized on lookup (as llama.cpp's `get_rows` does) — for a tied model the very same packed
+/// weight the output head multiplies with.
+#[derive(Debug, Clone)]
+enum Embedding {
+    /// (vocab, hidden)
+    Dense(Tensor),
+    Packed(Arc<GgmlMatMul>),
+}
+
+impl Embedding {
+    /// ids (B*T,) -> (B, T, hidden)
+    fn lookup(&self, ids: &Tensor, b: usize, t: usize, hidden: usize) -> Result<Tensor> {
+        match self {
+            Embedding::Dense(e) => Ok(e.index_select(ids, 0)?.reshape((b, t, hidden))?),
+            Embedding::Packed(g) => {
+                let ids: Vec<u32> = ids.to_vec1()?;
+                let mut x = vec![0f32; ids.len() * hidden];
+                for (row, &id) in x.chunks_exact_mut(hidden).zip(&ids) {
+                    g.dequantize_row(id as usize, row);
+                }
+                // packed embeddings exist only on the CPU (the ggml kernels are CPU kernels)
+                Ok(Tensor::from_vec(x, (b, t, hidden), &Device::Cpu)?)
+            }
+        }
+    }
+}
+
 /// A causal language model that returns final (normed) hidden states for every position, and
 /// applies the output head to rows of them on request.
 #[derive(Debug, Clone)]
 pub struct CausalLm {
-    /// (vocab, hidden)
-    embed_tokens: Tensor,
+    embed_tokens: Embedding,
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
     lm_head: Linear,
@@ -154,18 +185,36 @@ impl CausalLm {
     pub fn load(vb: &Weights, cfg: &DecoderConfig, freq_factors: Option<&[f32]>) -> Result<Self> {
         let (vocab, hidden) = (cfg.vocab_size, cfg.hidden_size);
         let m = vb.pp("model");
-        let embed_tokens = m.pp("embed_tokens").get(&[vocab, hidden], "weight")?;
         let layers = (0..cfg.num_layers)
             .map(|i| DecoderLayer::load(&m.pp("layers").pp(i), cfg))
             .collect::<Result<Vec<_>>>()?;
         let norm = RmsNorm::load(&m.pp("norm"), hidden, cfg.rms_norm_eps)?;
         // Tied when the config says so, or when there is no separate head.
         let head = vb.pp("lm_head");
-        let lm_head = if !cfg.tie_word_embeddings && head.contains("weight") {
-            Linear::load(&head, hidden, vocab, false)?
+        let tied = cfg.tie_word_embeddings || !head.contains("weight");
+        let embed = m.pp("embed_tokens");
+        let (embed_tokens, lm_head) = if embed.is_dense("weight") {
+            let e = embed.get(&[vocab, hidden], "weight")?;
+            let lm_head = if tied {
+                // the embedding tensor itself (shared storage), not a second copy of it
+                Linear::from_qmatmul(QMatMul::Tensor(e.clone()))?
+            } else {
+                Linear::load(&head, hidden, vocab, false)?
+            };
+            (Embedding::Dense(e), lm_head)
         } else {
-            // For quantized GGUF this keeps the quantized `token_embd` as the head, like llama.cpp.
-            Linear::from_qmatmul(m.pp("embed_tokens").matmul((vocab, hidden), "weight")?)?
+            // Quantized GGUF: a tied head stays the quantized `token_embd`, like llama.cpp.
+            let q = Linear::from_qmatmul(embed.matmul((vocab, hidden), "weight")?)?;
+            let embed_tokens = match q.ggml() {
+                Some(g) => Embedding::Packed(g),
+                None => Embedding::Dense(embed.get(&[vocab, hidden], "weight")?),
+            };
+            let lm_head = if tied {
+                q
+            } else {
+                Linear::load(&head, hidden, vocab, false)?
+            };
+            (embed_tokens, lm_head)
         };
         let llama_cpp = vb.device().is_cpu()
             && vb.dtype() == DType::F32
@@ -246,10 +295,9 @@ impl CausalLm {
             }
         }
         // (B*T,) -> (B, T, hidden)
-        let mut x =
-            self.embed_tokens
-                .index_select(&flat, 0)?
-                .reshape((b, t, self.cfg.hidden_size))?;
+        let mut x = self
+            .embed_tokens
+            .lookup(&flat, b, t, self.cfg.hidden_size)?;
         if self.llama_cpp {
             let lc = LlamaCppRope {
                 cache: llama_cpp::rope_cache(

@@ -208,6 +208,32 @@ impl GgmlMatMul {
         self.n
     }
 
+    /// Row `r` of the weight as f32, computed as candle's (and ggml's `get_rows`) dequantization
+    /// does: `q·d + m` (Q4_1), `q·d` (Q8_0). Lets a quantized token embedding be looked up without
+    /// a dequantized (vocab × hidden) f32 copy of it.
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        let kb = self.k / QK;
+        let blocks = r * kb..(r + 1) * kb;
+        match &self.w {
+            Packed::Q4_1 { qs, d, m } => {
+                for (o, b) in out.chunks_exact_mut(QK).zip(blocks) {
+                    let (d, m) = (d[b], m[b]);
+                    for (j, &q) in qs[b].iter().enumerate() {
+                        o[j] = f32::from(q & 0x0F) * d + m;
+                        o[j + QK / 2] = f32::from(q >> 4) * d + m;
+                    }
+                }
+            }
+            Packed::Q8_0 { qs, d } => {
+                for (o, b) in out.chunks_exact_mut(QK).zip(blocks) {
+                    for (o, &q) in o.iter_mut().zip(&qs[b]) {
+                        *o = f32::from(q) * d[b];
+                    }
+                }
+            }
+        }
+    }
+
     pub fn in_dim(&self) -> usize {
         self.k
     }

@@ -12,11 +12,18 @@ use crate::weights::Weights;
 /// y = x W^T (+ b). W is a `QMatMul`: dense for safetensors or dequantized GGUF, quantized for GGUF.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: QMatMul,
-    /// For quantized weights on the CPU with a ggml-exact kernel (Q4_1, Q8_0): used instead of
-    /// candle's quantized matmul, so the results are llama.cpp's (see `ggml_cpu`).
-    ggml: Option<Arc<GgmlMatMul>>,
+    kernel: Kernel,
     bias: Option<Tensor>,
+}
+
+#[derive(Debug, Clone)]
+enum Kernel {
+    /// Candle's matmul (dense, or candle's quantized kernels).
+    Candle(QMatMul),
+    /// For quantized weights on the CPU with a ggml-exact kernel (Q4_1, Q8_0): used instead of
+    /// candle's quantized matmul, so the results are llama.cpp's (see `ggml_cpu`). The candle
+    /// `QTensor` it was packed from is dropped: keeping both would hold the weights twice.
+    Ggml(Arc<GgmlMatMul>),
 }
 
 /// `SURPRISAL_CANDLE_QMATMUL=1` keeps candle's own quantized kernels (for comparisons).
@@ -49,21 +56,33 @@ impl Linear {
             }
             _ => None,
         };
-        Ok(Self { weight, ggml, bias })
+        let kernel = match ggml {
+            Some(g) => Kernel::Ggml(g),
+            None => Kernel::Candle(weight),
+        };
+        Ok(Self { kernel, bias })
+    }
+
+    /// The packed quantized weight, when this projection runs ggml's kernel.
+    pub fn ggml(&self) -> Option<Arc<GgmlMatMul>> {
+        match &self.kernel {
+            Kernel::Ggml(g) => Some(g.clone()),
+            Kernel::Candle(_) => None,
+        }
     }
 
     /// Whether this projection runs ggml's exact quantized kernel.
     pub fn is_ggml(&self) -> bool {
-        self.ggml.is_some()
+        matches!(self.kernel, Kernel::Ggml(_))
     }
 
     /// x: (m, in) row-major f32 -> (m, out) row-major f32.
     pub fn forward_f32(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
-        let mut y = match &self.ggml {
-            Some(g) => g.forward(x, m),
-            None => {
+        let mut y = match &self.kernel {
+            Kernel::Ggml(g) => g.forward(x, m),
+            Kernel::Candle(w) => {
                 let in_dim = x.len() / m.max(1);
-                let dev = match &self.weight {
+                let dev = match w {
                     QMatMul::QTensor(q) => q.device(),
                     QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.device().clone(),
                 };
@@ -88,20 +107,19 @@ impl Linear {
         let in_dim = *dims.last().unwrap_or(&0);
         // (..., in) -> (N, in): a plain 2-D matmul, no broadcast weight.
         let x2 = x.reshape(((), in_dim))?;
-        let y = match (&self.ggml, &self.weight) {
-            (Some(g), _) => {
+        let y = match &self.kernel {
+            Kernel::Ggml(g) => {
                 let m = x2.dim(0)?;
                 let xs: Vec<f32> = x2.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
                 let y = g.forward(&xs, m);
                 Tensor::from_vec(y, (m, g.out_dim()), x.device())?.to_dtype(x.dtype())?
             }
-            (None, w) => match w {
+            Kernel::Candle(w) => match w {
                 // Quantized kernels take f32 activations.
-                QMatMul::QTensor(_) if x.dtype() != DType::F32 => self
-                    .weight
-                    .forward(&x2.to_dtype(DType::F32)?)?
-                    .to_dtype(x.dtype())?,
-                _ => self.weight.forward(&x2)?,
+                QMatMul::QTensor(_) if x.dtype() != DType::F32 => {
+                    w.forward(&x2.to_dtype(DType::F32)?)?.to_dtype(x.dtype())?
+                }
+                _ => w.forward(&x2)?,
             },
         };
         let y = match &self.bias {

@@ -332,6 +332,31 @@ impl<'a> Weights<'a> {
     }
 
     /// A projection weight (out, in) as a `QMatMul` (quantized for GGUF unless dequantizing).
+    /// Whether [`Weights::matmul`] would give a dense tensor (safetensors, dequantized or float GGUF
+    /// tensors) rather than a quantized one.
+    pub fn is_dense(&self, name: &str) -> bool {
+        let name = self.name(name);
+        match self.store {
+            Store::Safetensors { .. } => true,
+            Store::Gguf {
+                content,
+                dequantize,
+                ..
+            } => {
+                *dequantize
+                    || content
+                        .tensor_infos
+                        .get(&self.store.key(&name))
+                        .is_some_and(|t| {
+                            matches!(
+                                t.ggml_dtype,
+                                GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16
+                            )
+                        })
+            }
+        }
+    }
+
     pub fn matmul(&self, shape: (usize, usize), name: &str) -> Result<QMatMul> {
         self.store.matmul(
             &self.name(name),
@@ -352,9 +377,32 @@ pub(crate) fn open_gguf(path: &Path, dequantize: bool) -> Result<Store> {
     let mut reader = BufReader::new(file);
     let content = gguf_file::Content::read(&mut reader).map_err(|e| gguf_read_error(path, e))?;
     for (name, info) in &content.tensor_infos {
-        let n = info.shape.elem_count();
-        let bytes = (n / info.ggml_dtype.block_size() * info.ggml_dtype.type_size()) as u64;
-        let end = content.tensor_data_offset + info.offset + bytes;
+        // Checked: the dims and offset come straight from the file (a crafted header must not
+        // overflow here, nor later in `Shape::elem_count`).
+        let end = info
+            .shape
+            .dims()
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .and_then(|n| {
+                (n / info.ggml_dtype.block_size()).checked_mul(info.ggml_dtype.type_size())
+            })
+            .and_then(|bytes| {
+                content
+                    .tensor_data_offset
+                    .checked_add(info.offset)?
+                    .checked_add(bytes as u64)
+            });
+        let Some(end) = end else {
+            return Err(ModelError::Gguf {
+                path: path.to_path_buf(),
+                message: format!(
+                    "tensor `{name}` has shape {:?} at offset {}: its size overflows",
+                    info.shape.dims(),
+                    info.offset
+                ),
+            });
+        };
         if end > file_len {
             return Err(ModelError::Gguf {
                 path: path.to_path_buf(),

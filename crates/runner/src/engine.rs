@@ -62,8 +62,8 @@ pub const SUMMARY_FILE: &str = "summary.json";
 
 /// Bytes of f32 logits materialized at once (per model). A chunk exists up to twice while it is
 /// copied from the device tensor to host memory, so this bounds scoring memory to about
-/// 2 × 48 MiB per model, whatever the vocabulary: 256 rows for a 49k vocabulary, 82 for 152k.
-pub const LOGIT_CHUNK_BYTES: usize = 48 << 20;
+/// 2 × 32 MiB per model, whatever the vocabulary: 170 rows for a 49k vocabulary, 55 for 152k.
+pub const LOGIT_CHUNK_BYTES: usize = 32 << 20;
 
 /// `requested` logit rows per chunk, capped so a chunk of `vocab` f32 logits fits
 /// [`LOGIT_CHUNK_BYTES`].
