@@ -19,7 +19,7 @@ median over repeats; peak RSS = max over repeats of "Maximum resident set size".
 
 Usage: python3 scripts/bench.py [--chunks 40] [--repeats 3] [--threads 2] [--cases quant,f32,compare]
        [--out docs/benchmarks.md]
-Needs: target/release/surprisal (cargo build --release -p surprisal-cli), scripts/build_llama_cpp.sh,
+Needs: target/release/surprisal (cargo build --release -p surprisal-cli; or $SURPRISAL_BIN), scripts/build_llama_cpp.sh,
        scripts/fetch_smollm2.sh, scripts/make_smollm2_f32.py, the reference venv (/work/.venv-ref or
        $PYTHON) with torch + transformers.
 """
@@ -88,7 +88,7 @@ def main():
     cases = a.cases.split(",")
     k, t, bs = a.chunks, a.threads, a.batch_size
 
-    surprisal = os.path.join(REPO, "target", "release", "surprisal")
+    surprisal = os.environ.get("SURPRISAL_BIN", os.path.join(REPO, "target", "release", "surprisal"))
     if not os.access(surprisal, os.X_OK):
         sys.exit(f"{surprisal} missing: cargo build --release -p surprisal-cli")
     llama = sh(["bash", os.path.join(REPO, "scripts", "build_llama_cpp.sh")])
