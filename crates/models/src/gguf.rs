@@ -186,11 +186,19 @@ pub(crate) fn config(path: &Path, content: &Content) -> Result<DecoderConfig> {
             tensor: "token_embd.weight".into(),
             hint: String::new(),
         })?;
-    let vocab_size = embd.shape.dims()[0];
+    let &[vocab_size, _] = embd.shape.dims() else {
+        return Err(ModelError::Gguf {
+            path: path.to_path_buf(),
+            message: format!(
+                "tensor `token_embd.weight` has shape {:?}, expected (vocab, embedding_length)",
+                embd.shape.dims()
+            ),
+        });
+    };
     let ff = content
         .tensor_infos
         .get("blk.0.ffn_gate.weight")
-        .map(|i| i.shape.dims()[0]);
+        .and_then(|i| i.shape.dims().first().copied());
     let intermediate_size = match m.opt_u64(&k("feed_forward_length"))? {
         Some(x) => x as usize,
         None => ff.ok_or_else(|| m.err(&k("feed_forward_length"), "missing"))?,
@@ -349,5 +357,139 @@ fn ggml_name(d: GgmlDType) -> String {
         GgmlDType::Q6K => "Q6_K".into(),
         GgmlDType::Q8K => "Q8_K".into(),
         other => format!("{other:?}"),
+    }
+}
+
+/// Hand-made GGUF files for the regression tests of inputs found by fuzzing (fuzz/, docs/fuzzing.md).
+#[cfg(test)]
+pub(crate) mod test_files {
+    /// A metadata value: GGUF value type and its encoding.
+    pub(crate) type Kv<'a> = (&'a str, u32, Vec<u8>);
+
+    fn string(s: &str) -> Vec<u8> {
+        let mut v = (s.len() as u64).to_le_bytes().to_vec();
+        v.extend_from_slice(s.as_bytes());
+        v
+    }
+
+    pub(crate) fn u32_kv(key: &str, x: u32) -> Kv<'_> {
+        (key, 4, x.to_le_bytes().to_vec())
+    }
+
+    pub(crate) fn f32_kv(key: &str, x: f32) -> Kv<'_> {
+        (key, 6, x.to_le_bytes().to_vec())
+    }
+
+    pub(crate) fn str_kv<'a>(key: &'a str, s: &str) -> Kv<'a> {
+        (key, 8, string(s))
+    }
+
+    pub(crate) fn str_array_kv<'a>(key: &'a str, items: &[&str]) -> Kv<'a> {
+        let mut v = 8u32.to_le_bytes().to_vec();
+        v.extend_from_slice(&(items.len() as u64).to_le_bytes());
+        for s in items {
+            v.extend_from_slice(&string(s));
+        }
+        (key, 9, v)
+    }
+
+    /// Llama hyperparameters (hidden 16, 2 heads) without a tokenizer.
+    pub(crate) fn llama_kvs() -> Vec<Kv<'static>> {
+        vec![
+            str_kv("general.architecture", "llama"),
+            u32_kv("llama.embedding_length", 16),
+            u32_kv("llama.attention.head_count", 2),
+            u32_kv("llama.block_count", 1),
+            u32_kv("llama.feed_forward_length", 32),
+            u32_kv("llama.context_length", 64),
+            f32_kv("llama.attention.layer_norm_rms_epsilon", 1e-6),
+        ]
+    }
+
+    /// A GGUF v3 file. Tensors: (name, dims as stored: innermost first, ggml type, data offset);
+    /// `data` is appended after the 32-byte aligned header.
+    pub(crate) fn gguf(kvs: &[Kv], tensors: &[(&str, &[u64], u32, u64)], data: &[u8]) -> Vec<u8> {
+        let mut v = b"GGUF".to_vec();
+        v.extend_from_slice(&3u32.to_le_bytes());
+        v.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+        v.extend_from_slice(&(kvs.len() as u64).to_le_bytes());
+        for (key, ty, value) in kvs {
+            v.extend_from_slice(&string(key));
+            v.extend_from_slice(&ty.to_le_bytes());
+            v.extend_from_slice(value);
+        }
+        for (name, dims, ty, offset) in tensors {
+            v.extend_from_slice(&string(name));
+            v.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+            for d in *dims {
+                v.extend_from_slice(&d.to_le_bytes());
+            }
+            v.extend_from_slice(&ty.to_le_bytes());
+            v.extend_from_slice(&offset.to_le_bytes());
+        }
+        v.resize(v.len().div_ceil(32) * 32, 0);
+        v.extend_from_slice(data);
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_files::{self, gguf, llama_kvs};
+    use super::*;
+
+    fn config_of(name: &str, file: Vec<u8>) -> Result<DecoderConfig> {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(name);
+        std::fs::write(&p, file).unwrap();
+        let store = crate::weights::open_gguf(&p, false)?;
+        let Store::Gguf { content, .. } = &store else {
+            unreachable!()
+        };
+        config(&p, content)
+    }
+
+    /// Found while triaging the GGUF fuzz target: `config` indexed `token_embd.weight`'s dims
+    /// (`dims()[0]`), which panicked for a tensor stored with 0 dimensions.
+    #[test]
+    fn scalar_token_embd_is_an_error() {
+        let tensors: &[(&str, &[u64], u32, u64)] = &[("token_embd.weight", &[], 0, 0)];
+        let e = config_of("scalar.gguf", gguf(&llama_kvs(), tensors, &[0; 32])).unwrap_err();
+        let s = e.to_string();
+        assert!(
+            s.contains("scalar.gguf") && s.contains("token_embd.weight"),
+            "{s}"
+        );
+    }
+
+    /// Found while triaging the GGUF fuzz target (reading candle's reader; known upstream as
+    /// huggingface/candle#3876): `Content::read` divides by `general.alignment`, so a 0 panicked.
+    /// The key must be found behind other keys, arrays included.
+    #[test]
+    fn zero_alignment_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("align0.gguf");
+        let mut kvs = llama_kvs();
+        kvs.push(test_files::str_array_kv(
+            "tokenizer.ggml.tokens",
+            &["a", "bc", ""],
+        ));
+        kvs.push(test_files::u32_kv("general.alignment", 0));
+        kvs.push(test_files::str_kv("tokenizer.ggml.model", "gpt2"));
+        std::fs::write(&p, gguf(&kvs, &[], &[])).unwrap();
+        let e = match crate::weights::open_gguf(&p, false) {
+            Ok(_) => panic!("opened a GGUF with general.alignment = 0"),
+            Err(e) => e,
+        };
+        let s = e.to_string();
+        assert!(
+            s.contains("align0.gguf") && s.contains("general.alignment"),
+            "{s}"
+        );
+
+        // A later key wins (as in candle's map), and a valid alignment still opens.
+        kvs.push(test_files::u32_kv("general.alignment", 64));
+        std::fs::write(&p, gguf(&kvs, &[], &[])).unwrap();
+        assert!(crate::weights::open_gguf(&p, false).is_ok());
     }
 }

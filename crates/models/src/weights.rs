@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -375,6 +375,16 @@ pub(crate) fn open_gguf(path: &Path, dequantize: bool) -> Result<Store> {
         .map_err(|e| crate::error::io_error(path, e))?
         .len();
     let mut reader = BufReader::new(file);
+    if gguf_alignment(&mut reader, file_len) == Some(0) {
+        return Err(ModelError::GgufMetadata {
+            path: path.to_path_buf(),
+            key: "general.alignment".to_string(),
+            message: "must be a power of two, found 0".to_string(),
+        });
+    }
+    reader
+        .rewind()
+        .map_err(|e| crate::error::io_error(path, e))?;
     let content = gguf_file::Content::read(&mut reader).map_err(|e| gguf_read_error(path, e))?;
     for (name, info) in &content.tensor_infos {
         // Checked: the dims and offset come straight from the file (a crafted header must not
@@ -474,6 +484,102 @@ fn release_mapped_pages(bytes: &[u8]) {
     let _ = bytes;
 }
 
+/// `general.alignment` as `Content::read` takes it (the last such key; an unsigned or non-negative
+/// integer of at most 32 bits), found by skipping through the metadata; None when absent or when
+/// the header is malformed (left to `Content::read` to report). candle 0.11 divides by it
+/// unchecked, so a 0 must be caught first (huggingface/candle#3876).
+fn gguf_alignment(r: &mut BufReader<File>, file_len: u64) -> Option<u64> {
+    fn bytes<const N: usize>(r: &mut BufReader<File>) -> Option<[u8; N]> {
+        let mut b = [0u8; N];
+        r.read_exact(&mut b).ok()?;
+        Some(b)
+    }
+    fn u32_(r: &mut BufReader<File>) -> Option<u32> {
+        bytes(r).map(u32::from_le_bytes)
+    }
+    // GGUF v1 lengths are u32, later ones u64.
+    fn len(r: &mut BufReader<File>, v1: bool) -> Option<u64> {
+        if v1 {
+            u32_(r).map(u64::from)
+        } else {
+            bytes(r).map(u64::from_le_bytes)
+        }
+    }
+    fn skip(r: &mut BufReader<File>, ty: u32, v1: bool, limit: u64, depth: usize) -> Option<()> {
+        let fixed = |ty| match ty {
+            0 | 1 | 7 => Some(1u64),
+            2 | 3 => Some(2),
+            4..=6 => Some(4),
+            10..=12 => Some(8),
+            _ => None,
+        };
+        let n = match ty {
+            8 => len(r, v1)?,
+            9 => {
+                let elem = u32_(r)?;
+                let count = len(r, v1)?;
+                match fixed(elem) {
+                    Some(size) => count.checked_mul(size)?,
+                    None if count <= limit && depth < 64 => {
+                        for _ in 0..count {
+                            skip(r, elem, v1, limit, depth + 1)?;
+                        }
+                        0
+                    }
+                    None => return None,
+                }
+            }
+            _ => fixed(ty)?,
+        };
+        if n > limit {
+            return None;
+        }
+        r.seek_relative(n as i64).ok()
+    }
+
+    if !matches!(u32_(r)?, 0x4655_4747 | 0x4747_5546) {
+        return None;
+    }
+    let v1 = match u32_(r)? {
+        1 => true,
+        2 | 3 => false,
+        _ => return None,
+    };
+    let _tensor_count = len(r, v1)?;
+    let kv_count = len(r, v1)?;
+    let mut alignment = None;
+    for _ in 0..kv_count {
+        let key_len = len(r, v1)?;
+        let is_alignment = if key_len == 17 {
+            &bytes::<17>(r)? == b"general.alignment"
+        } else if key_len <= file_len {
+            r.seek_relative(key_len as i64).ok()?;
+            false
+        } else {
+            return None;
+        };
+        let ty = u32_(r)?;
+        if is_alignment {
+            let value = match ty {
+                0 => Some(bytes::<1>(r)?[0] as u64),
+                1 => Some(bytes::<1>(r)?[0] as i8).and_then(|x| u64::try_from(x).ok()),
+                2 => Some(u16::from_le_bytes(bytes(r)?) as u64),
+                3 => u64::try_from(i16::from_le_bytes(bytes(r)?)).ok(),
+                4 => Some(u32::from_le_bytes(bytes(r)?) as u64),
+                5 => u64::try_from(i32::from_le_bytes(bytes(r)?)).ok(),
+                _ => {
+                    skip(r, ty, v1, file_len, 0)?;
+                    None
+                }
+            };
+            alignment = value;
+        } else {
+            skip(r, ty, v1, file_len, 0)?;
+        }
+    }
+    alignment
+}
+
 fn gguf_read_error(path: &Path, e: candle_core::Error) -> ModelError {
     let msg = crate::error::candle_message(&e);
     if let Some(code) = msg
@@ -523,4 +629,44 @@ fn ggml_type_name(code: u32) -> String {
         _ => return format!("ggml type {code}"),
     };
     format!("{name} (ggml type {code})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::test_files::{gguf, llama_kvs};
+
+    /// Found by `cargo fuzz run gguf`: tensor dims whose product overflows `usize` (the fuzzer
+    /// turned the dims of `blk.0.attn_output.weight` into [0x15ad596003ffff10, 232]); `open_gguf`
+    /// overflowed computing the tensor's byte size (a panic with overflow checks; without them a
+    /// wrapped size that could pass the truncation check).
+    #[test]
+    fn gguf_tensor_size_overflow_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("overflow.gguf");
+        let dims: &[u64] = &[0x15ad_5960_03ff_ff10, 232];
+        std::fs::write(&p, gguf(&llama_kvs(), &[("w", dims, 0, 0)], &[0; 64])).unwrap();
+        let e = match open_gguf(&p, false) {
+            Ok(_) => panic!("opened a GGUF whose tensor size overflows"),
+            Err(e) => e,
+        };
+        let s = e.to_string();
+        assert!(matches!(e, ModelError::Gguf { .. }), "{s}");
+        assert!(s.contains("overflow.gguf") && s.contains("`w`"), "{s}");
+        assert!(s.contains("overflows"), "{s}");
+    }
+
+    /// The same with an offset that overflows when added to the data section's start.
+    #[test]
+    fn gguf_tensor_offset_overflow_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("offset.gguf");
+        let tensors: &[(&str, &[u64], u32, u64)] = &[("w", &[4], 0, u64::MAX - 8)];
+        std::fs::write(&p, gguf(&llama_kvs(), tensors, &[0; 16])).unwrap();
+        let e = match open_gguf(&p, false) {
+            Ok(_) => panic!("opened a GGUF whose tensor offset overflows"),
+            Err(e) => e,
+        };
+        assert!(e.to_string().contains("overflows"), "{e}");
+    }
 }
