@@ -39,7 +39,7 @@ echo "== building the fuzz targets (sanitizer: $sanitizer)"
 nice -n 10 cargo fuzz build -s "$sanitizer"
 
 stat() { # stat NAME LOG -> the last value of libFuzzer's `stat::NAME:` line
-    grep -a "^stat::$1:" "$2" | tail -1 | awk '{print $2}'
+    { grep -a "^stat::$1:" "$2" || true; } | tail -1 | awk '{print $2}'
 }
 
 printf 'target\texecutions\texec_per_s\tpeak_rss_mb\tcorpus_files\tlimit_s\twall_s\tresult\n' \

@@ -10,7 +10,7 @@ here="$(cd "$(dirname "$0")" && pwd)"; repo="$(dirname "$here")"
 chunks="${1:-4}"; shift || true
 model="$(bash "$here/fetch_smollm2.sh")"
 data="${WIKITEXT:-$repo/../shared/datasets/wikitext-2-raw-v1.test.raw}"
-tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
+tmp="${PROFILE_DIR:-$(mktemp -d)}"; [ -n "${PROFILE_DIR:-}" ] || trap 'rm -rf "$tmp"' EXIT
 perf record -q -F 299 --call-graph dwarf,16384 -o "$tmp/perf.data" \
   "$repo/target/release/surprisal" eval --model "$model" --data "$data" --protocol chunks --window 512 \
   --max-chunks "$chunks" --batch-size 4 --threads 2 --quiet "$@" >&2

@@ -7,7 +7,7 @@ use candle_core::{DType, Tensor};
 use crate::config::DecoderConfig;
 use crate::error::Result;
 use crate::layers::{Linear, RmsNorm};
-use crate::mask::causal_mask;
+use crate::mask::{causal_mask, CausalSoftmax};
 use crate::rope::RopeTables;
 use crate::weights::Weights;
 
@@ -87,6 +87,8 @@ impl Attention {
         } else {
             DType::F32
         };
+        // On the CPU in f32/f64, scale + mask + softmax run fused in place (same arithmetic).
+        let fused_softmax = x.device().is_cpu() && x.dtype() == softmax_dtype;
         let mut blocks = Vec::with_capacity(t.div_ceil(QUERY_BLOCK));
         let mut start = 0;
         while start < t {
@@ -101,22 +103,33 @@ impl Attention {
             let kb = k.narrow(2, 0, end)?.contiguous()?; // (B, KV, end, D)
             let vb = v.narrow(2, 0, end)?.contiguous()?; // (B, KV, end, D)
                                                          // (B, KV, n_rep*L, D) x (B, KV, D, end) -> (B, KV, n_rep*L, end)
-            let scores = (qb.matmul(&kb.t()?)? * scale)?;
-            let scores = scores
-                .to_dtype(softmax_dtype)?
-                .reshape((b, kv, n_rep, len, end))?;
-            let mask = causal_mask(
-                start,
-                len,
-                end,
-                self.sliding_window,
-                softmax_dtype,
-                x.device(),
-            )?;
-            let scores = scores.broadcast_add(&mask)?;
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?
-                .to_dtype(vb.dtype())?
-                .reshape((b, kv, n_rep * len, end))?;
+            let scores = qb.matmul(&kb.t()?)?; // (B, KV, n_rep*L, end)
+            let probs = if fused_softmax {
+                scores.inplace_op1(&CausalSoftmax {
+                    scale,
+                    q_start: start,
+                    q_len: len,
+                    k_len: end,
+                    sliding_window: self.sliding_window,
+                })?;
+                scores
+            } else {
+                let scores = (scores * scale)?
+                    .to_dtype(softmax_dtype)?
+                    .reshape((b, kv, n_rep, len, end))?;
+                let mask = causal_mask(
+                    start,
+                    len,
+                    end,
+                    self.sliding_window,
+                    softmax_dtype,
+                    x.device(),
+                )?;
+                let scores = scores.broadcast_add(&mask)?;
+                candle_nn::ops::softmax_last_dim(&scores)?
+                    .to_dtype(vb.dtype())?
+                    .reshape((b, kv, n_rep * len, end))?
+            };
             // (B, KV, n_rep*L, end) x (B, KV, end, D) -> (B, KV, n_rep, L, D)
             let out = probs.matmul(&vb)?.reshape((b, kv, n_rep, len, d))?;
             blocks.push(out);

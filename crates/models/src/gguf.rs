@@ -348,7 +348,7 @@ pub(crate) fn dominant_quantization(content: &Content) -> String {
         .unwrap_or_else(|| "F32".into())
 }
 
-fn ggml_name(d: GgmlDType) -> String {
+pub(crate) fn ggml_name(d: GgmlDType) -> String {
     match d {
         GgmlDType::Q2K => "Q2_K".into(),
         GgmlDType::Q3K => "Q3_K".into(),

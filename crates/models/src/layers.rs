@@ -27,7 +27,7 @@ enum Kernel {
 }
 
 /// `SURPRISAL_CANDLE_QMATMUL=1` keeps candle's own quantized kernels (for comparisons).
-fn candle_qmatmul_forced() -> bool {
+pub(crate) fn candle_qmatmul_forced() -> bool {
     static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *FORCED.get_or_init(|| {
         std::env::var("SURPRISAL_CANDLE_QMATMUL").is_ok_and(|v| !v.is_empty() && v != "0")
@@ -184,8 +184,99 @@ impl Mlp {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = candle_nn::ops::silu(&self.gate_proj.forward(x)?)?;
+        let gate = self.gate_proj.forward(x)?;
         let up = self.up_proj.forward(x)?;
-        self.down_proj.forward(&(gate * up)?)
+        let act = if gate.device().is_cpu() && matches!(gate.dtype(), DType::F32 | DType::F64) {
+            gate.inplace_op2(&up, &SwiGlu)?;
+            gate
+        } else {
+            (candle_nn::ops::silu(&gate)? * up)?
+        };
+        self.down_proj.forward(&act)
+    }
+}
+
+/// gate <- silu(gate) * up, in place on the CPU: candle's `silu(gate) * up` without its two
+/// temporaries (same arithmetic, same bits).
+struct SwiGlu;
+
+impl SwiGlu {
+    fn apply<T: num_traits::Float + Send + Sync>(gate: &mut [T], up: &[T]) {
+        use rayon::prelude::*;
+        const CHUNK: usize = 1 << 14;
+        gate.par_chunks_mut(CHUNK)
+            .zip(up.par_chunks(CHUNK))
+            .for_each(|(g, u)| {
+                for (g, &u) in g.iter_mut().zip(u) {
+                    *g = *g / (T::one() + (-*g).exp()) * u;
+                }
+            });
+    }
+}
+
+impl candle_core::InplaceOp2 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "swiglu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dst: &mut candle_core::CpuStorage,
+        dst_l: &candle_core::Layout,
+        src: &candle_core::CpuStorage,
+        src_l: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        use candle_core::CpuStorage;
+        let (Some((d0, d1)), Some((s0, s1))) =
+            (dst_l.contiguous_offsets(), src_l.contiguous_offsets())
+        else {
+            candle_core::bail!("swiglu: gate and up must be contiguous");
+        };
+        if d1 - d0 != s1 - s0 {
+            candle_core::bail!("swiglu: gate has {} values, up {}", d1 - d0, s1 - s0);
+        }
+        match (dst, src) {
+            (CpuStorage::F32(g), CpuStorage::F32(u)) => Self::apply(&mut g[d0..d1], &u[s0..s1]),
+            (CpuStorage::F64(g), CpuStorage::F64(u)) => Self::apply(&mut g[d0..d1], &u[s0..s1]),
+            _ => candle_core::bail!("swiglu: gate and up must both be f32 or both f64"),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// The fused op must give the bits of candle's `silu(gate) * up`, in f32 and f64.
+    #[test]
+    fn swiglu_equals_silu_times_up() {
+        for dtype in [DType::F32, DType::F64] {
+            let gate = Tensor::randn(0f32, 4.0, (3, 40_000), &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let up = Tensor::randn(0f32, 1.0, (3, 40_000), &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let want = (candle_nn::ops::silu(&gate).unwrap() * &up).unwrap();
+            let got = gate.copy().unwrap();
+            got.inplace_op2(&up, &SwiGlu).unwrap();
+            let diff = (want - got)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_dtype(DType::F64)
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
+            assert_eq!(diff, 0.0, "{dtype:?}");
+        }
     }
 }

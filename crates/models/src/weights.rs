@@ -228,6 +228,7 @@ impl Store {
                 if *dequantize || float {
                     Ok(QMatMul::Tensor(q.dequantize(dev)?.to_dtype(dtype)?))
                 } else {
+                    self.check_quantized_rows(hf_name, &q, dev)?;
                     let q = if dev.is_cpu() {
                         q
                     } else {
@@ -237,6 +238,41 @@ impl Store {
                 }
             }
         }
+    }
+}
+
+impl Store {
+    /// Quantized matmul kernels work on whole blocks of a row: candle's (and ggml's) need the row
+    /// length to be a multiple of the block size, and candle's Q4_0/Q4_1/Q5_0/Q5_1 dot products
+    /// take blocks in pairs (they assert otherwise, found by `cargo fuzz run gguf`). Real models
+    /// satisfy both; a file that does not gets an error here instead of a panic mid-run.
+    fn check_quantized_rows(&self, hf_name: &str, q: &QTensor, dev: &Device) -> Result<()> {
+        let Store::Gguf { path, .. } = self else {
+            return Ok(());
+        };
+        let row = q.shape().dims().last().copied().unwrap_or(0);
+        let block = q.dtype().block_size();
+        let ggml_kernel = dev.is_cpu()
+            && crate::ggml_cpu::GgmlMatMul::supports(q.dtype())
+            && !crate::layers::candle_qmatmul_forced();
+        let pairs = !ggml_kernel
+            && matches!(
+                q.dtype(),
+                GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1
+            );
+        let multiple = if pairs { 2 * block } else { block };
+        if row % multiple != 0 {
+            let name = gguf_name(hf_name).unwrap_or_else(|| hf_name.to_string());
+            return Err(ModelError::Gguf {
+                path: path.clone(),
+                message: format!(
+                    "tensor `{name}` ({}) has rows of {row} values, not a multiple of {multiple} as \
+                     the quantized kernel needs (--dequantize loads it as f32)",
+                    crate::gguf::ggml_name(q.dtype())
+                ),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -668,5 +704,45 @@ mod tests {
             Err(e) => e,
         };
         assert!(e.to_string().contains("overflows"), "{e}");
+    }
+
+    /// Found by `cargo fuzz run gguf`: a Q5_1 projection whose rows are one block (32 values)
+    /// long reached candle's `vec_dot_q5_1_q8_1`, which asserts an even block count, and panicked
+    /// in the middle of the forward pass. Now loading it is an error naming the tensor.
+    #[test]
+    fn gguf_quantized_rows_the_kernel_cannot_take_are_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("q5_1.gguf");
+        // ggml type 7 = Q5_1: blocks of 32 values in 24 bytes.
+        let odd: &[(&str, &[u64], u32, u64)] = &[("blk.0.attn_q.weight", &[32, 2], 7, 0)];
+        std::fs::write(&p, gguf(&llama_kvs(), odd, &[0; 48])).unwrap();
+        let store = open_gguf(&p, false).unwrap();
+        let name = "model.layers.0.self_attn.q_proj.weight";
+        let e = match store.matmul(name, &[2, 32], DType::F32, &Device::Cpu) {
+            Ok(_) => panic!("loaded Q5_1 rows of one block for candle's kernel"),
+            Err(e) => e,
+        };
+        let s = e.to_string();
+        assert!(
+            s.contains("q5_1.gguf") && s.contains("`blk.0.attn_q.weight`"),
+            "{s}"
+        );
+        assert!(
+            s.contains("rows of 32 values") && s.contains("--dequantize"),
+            "{s}"
+        );
+        // Dequantized, the same tensor loads.
+        let store = open_gguf(&p, true).unwrap();
+        assert!(store
+            .matmul(name, &[2, 32], DType::F32, &Device::Cpu)
+            .is_ok());
+
+        // Two blocks per row: candle's kernel takes it.
+        let even: &[(&str, &[u64], u32, u64)] = &[("blk.0.attn_q.weight", &[64, 2], 7, 0)];
+        std::fs::write(&p, gguf(&llama_kvs(), even, &[0; 96])).unwrap();
+        let store = open_gguf(&p, false).unwrap();
+        assert!(store
+            .matmul(name, &[2, 64], DType::F32, &Device::Cpu)
+            .is_ok());
     }
 }
