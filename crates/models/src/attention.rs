@@ -4,10 +4,11 @@
 
 use candle_core::{DType, Tensor};
 
+use crate::attention_cpu::CpuCausalAttention;
 use crate::config::DecoderConfig;
 use crate::error::Result;
 use crate::layers::{Linear, RmsNorm};
-use crate::mask::{causal_mask, CausalSoftmax};
+use crate::mask::causal_mask;
 use crate::rope::RopeTables;
 use crate::weights::Weights;
 
@@ -77,18 +78,28 @@ impl Attention {
         let q = rope.apply(&q.transpose(1, 2)?)?;
         let k = rope.apply(&k.transpose(1, 2)?)?;
         let v = v.transpose(1, 2)?.contiguous()?;
+        let scale = 1.0 / (d as f64).sqrt();
+        if x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
+            // One op, no temporaries (same arithmetic as below): see `attention_cpu`.
+            let out = q.contiguous()?.apply_op3_no_bwd(
+                &k.contiguous()?,
+                &v,
+                &CpuCausalAttention {
+                    scale,
+                    sliding_window: self.sliding_window,
+                },
+            )?; // (B, T, H*D)
+            return self.o_proj.forward(&out);
+        }
         // Query head j uses kv head j / n_rep: (B, H, T, D) -> (B, KV, n_rep, T, D)
         let q = q.reshape((b, kv, n_rep, t, d))?;
 
-        let scale = 1.0 / (d as f64).sqrt();
         // Softmax in at least f32 (bf16/f16 scores would lose the small probabilities); f64 stays f64.
         let softmax_dtype = if x.dtype() == DType::F64 {
             DType::F64
         } else {
             DType::F32
         };
-        // On the CPU in f32/f64, scale + mask + softmax run fused in place (same arithmetic).
-        let fused_softmax = x.device().is_cpu() && x.dtype() == softmax_dtype;
         let mut blocks = Vec::with_capacity(t.div_ceil(QUERY_BLOCK));
         let mut start = 0;
         while start < t {
@@ -103,33 +114,23 @@ impl Attention {
             let kb = k.narrow(2, 0, end)?.contiguous()?; // (B, KV, end, D)
             let vb = v.narrow(2, 0, end)?.contiguous()?; // (B, KV, end, D)
                                                          // (B, KV, n_rep*L, D) x (B, KV, D, end) -> (B, KV, n_rep*L, end)
-            let scores = qb.matmul(&kb.t()?)?; // (B, KV, n_rep*L, end)
-            let probs = if fused_softmax {
-                scores.inplace_op1(&CausalSoftmax {
-                    scale,
-                    q_start: start,
-                    q_len: len,
-                    k_len: end,
-                    sliding_window: self.sliding_window,
-                })?;
-                scores
-            } else {
-                let scores = (scores * scale)?
-                    .to_dtype(softmax_dtype)?
-                    .reshape((b, kv, n_rep, len, end))?;
-                let mask = causal_mask(
-                    start,
-                    len,
-                    end,
-                    self.sliding_window,
-                    softmax_dtype,
-                    x.device(),
-                )?;
-                let scores = scores.broadcast_add(&mask)?;
-                candle_nn::ops::softmax_last_dim(&scores)?
-                    .to_dtype(vb.dtype())?
-                    .reshape((b, kv, n_rep * len, end))?
-            };
+                                                         // (B, KV, n_rep*L, D) x (B, KV, D, end) -> (B, KV, n_rep*L, end)
+            let scores = (qb.matmul(&kb.t()?)? * scale)?;
+            let scores = scores
+                .to_dtype(softmax_dtype)?
+                .reshape((b, kv, n_rep, len, end))?;
+            let mask = causal_mask(
+                start,
+                len,
+                end,
+                self.sliding_window,
+                softmax_dtype,
+                x.device(),
+            )?;
+            let scores = scores.broadcast_add(&mask)?;
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?
+                .to_dtype(vb.dtype())?
+                .reshape((b, kv, n_rep * len, end))?;
             // (B, KV, n_rep*L, end) x (B, KV, end, D) -> (B, KV, n_rep, L, D)
             let out = probs.matmul(&vb)?.reshape((b, kv, n_rep, len, d))?;
             blocks.push(out);

@@ -6,6 +6,7 @@
 //! `QMatMul`, and RoPE, masks and attention are shared.
 
 pub mod attention;
+mod attention_cpu;
 pub mod config;
 pub mod decoder;
 pub mod error;
