@@ -344,12 +344,27 @@ fn attend_rows_impl(
         // scores for keys 0..=i (masked ones -inf), padded to a multiple of 16
         let n = (i + 1).next_multiple_of(16);
         wp.clear();
-        for j in 0..n {
-            if j > i || j < lo {
-                wp.push(f32::NEG_INFINITY);
-                continue;
+        wp.resize(n, f32::NEG_INFINITY);
+        // tinyBLAS f16 GEMM: 16 fma lanes over D, `_mm512_reduce_add_ps`. Keys go four at a
+        // time (four independent FMA chains; each key's operations and order are unchanged).
+        let mut j = lo;
+        while j + 4 <= i + 1 {
+            let mut lanes = [[0f32; 16]; 4];
+            for c in 0..d / 16 {
+                let qc = &qi[c * 16..][..16];
+                for (u, lanes) in lanes.iter_mut().enumerate() {
+                    let kc = &krow(j + u)[c * 16..][..16];
+                    for l in 0..16 {
+                        lanes[l] = kc[l].mul_add(qc[l], lanes[l]);
+                    }
+                }
             }
-            // tinyBLAS f16 GEMM: 16 fma lanes over D, `_mm512_reduce_add_ps`
+            for (u, lanes) in lanes.iter().enumerate() {
+                wp[j + u] = reduce16(lanes) * s.scale;
+            }
+            j += 4;
+        }
+        for j in j..=i {
             let kj = krow(j);
             let mut lanes = [0f32; 16];
             for (kc, qc) in kj.chunks_exact(16).zip(qi.chunks_exact(16)) {
@@ -357,7 +372,7 @@ fn attend_rows_impl(
                     lanes[l] = kc[l].mul_add(qc[l], lanes[l]);
                 }
             }
-            wp.push(reduce16(&lanes) * s.scale);
+            wp[j] = reduce16(&lanes) * s.scale;
         }
         let scores = if dump_dir().is_some() {
             wp.clone()
@@ -384,16 +399,22 @@ fn attend_rows_impl(
             *e = f16::from_f32(*e * inv).to_f32();
         }
         // tinyBLAS f16 GEMM of V^T by P: 16 fma lanes over keys, `_mm512_reduce_add_ps`
+        // Four output dimensions at a time: four independent FMA chains over the keys (each
+        // dimension's operations and order are unchanged).
         let orow = &mut o[(i - i0) * d..(i - i0 + 1) * d];
-        for (dd, dst) in orow.iter_mut().enumerate() {
-            let vr = &vt[dd * tp..dd * tp + n];
-            let mut lanes = [0f32; 16];
-            for (pc, vc) in wp.chunks_exact(16).zip(vr.chunks_exact(16)) {
-                for l in 0..16 {
-                    lanes[l] = pc[l].mul_add(vc[l], lanes[l]);
+        for (g4, dst) in orow.chunks_mut(4).enumerate() {
+            let mut lanes = [[0f32; 16]; 4];
+            for (c, pc) in wp.chunks_exact(16).enumerate() {
+                for (u, lanes) in lanes.iter_mut().enumerate().take(dst.len()) {
+                    let vc = &vt[(g4 * 4 + u) * tp + c * 16..][..16];
+                    for l in 0..16 {
+                        lanes[l] = pc[l].mul_add(vc[l], lanes[l]);
+                    }
                 }
             }
-            *dst = reduce16(&lanes);
+            for (dst, lanes) in dst.iter_mut().zip(&lanes) {
+                *dst = reduce16(lanes);
+            }
         }
     }
 }
