@@ -3,7 +3,9 @@
 #  (a) llama.cpp `llama-perplexity -c 512 --chunks 40 -t 2` (built by scripts/build_llama_cpp.sh): full log and
 #      parsed numbers -> crates/runner/tests/data/peers/llamacpp_wikitext_c512_chunks40.json.
 #      It is run twice: exactly as specified (running-PPL output "[i]x.xxxx"), and with --ppl-output-type 1
-#      (running mean NLL with 6 decimals), from which per-chunk mean NLLs are recovered.
+#      (running mean NLL with 6 decimals), from which per-chunk mean NLLs are recovered; and a third time with
+#      --ppl-output-type 1 --flash-attn off (llama.cpp's default `auto` turns flash attention on on a CPU,
+#      which computes attention with f16 K/V and f16-rounded Q; off, its graph is the one we reproduce).
 #  (b) transformers fixed sliding-window recipe (scripts/ref_wikitext_peers.py)
 #      -> crates/runner/tests/data/peers/transformers_wikitext_sliding_w512_s256_t8192.json
 # Usage: bash scripts/ref_wikitext_peers.sh [a|b|all]     (default all)
@@ -24,19 +26,25 @@ if [ "$what" = a ] || [ "$what" = all ]; then
   echo "running: ${cmd[*]}" >&2
   "${cmd[@]}" >"$tmp/stdout.txt" 2>"$tmp/stderr.txt"
   "${cmd[@]}" --ppl-output-type 1 >"$tmp/stdout1.txt" 2>"$tmp/stderr1.txt"
+  "${cmd[@]}" --ppl-output-type 1 --flash-attn off >"$tmp/stdout2.txt" 2>"$tmp/stderr2.txt"
   LLAMA_BIN="$bin" GGUF="$GGUF" DATA="$DATA" TMPD="$tmp" OUT="$out/llamacpp_wikitext_c512_chunks40.json" \
     REPO="$repo" CACHE="$cache" "$PY" - <<'PY'
 import hashlib, json, math, os, re, subprocess, sys, platform
 tmp = os.environ["TMPD"]; gguf = os.environ["GGUF"]; data = os.environ["DATA"]; binp = os.environ["LLAMA_BIN"]
 rd = lambda n: open(os.path.join(tmp, n), encoding="utf-8", errors="replace").read()
 so, se, so1, se1 = rd("stdout.txt"), rd("stderr.txt"), rd("stdout1.txt"), rd("stderr1.txt")
+so2, se2 = rd("stdout2.txt"), rd("stderr2.txt")
 full, full1 = se + so, se1 + so1
 m = re.search(r"Final estimate: PPL = ([0-9.]+) \+/- ([0-9.]+)", full)
 m1 = re.search(r"Final estimate: PPL = ([0-9.]+) \+/- ([0-9.]+)", full1)
 running = [float(v) for _, v in re.findall(r"\[(\d+)\]([0-9.]+),", full)]
 rows = re.findall(r"^\s*(\d+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s*$", so1 + "\n" + se1, re.M)
 running_nll = [float(r[2]) for r in rows]
-per_chunk_nll = [(i + 1) * running_nll[i] - i * (running_nll[i - 1] if i else 0.0) for i in range(len(running_nll))]
+per_chunk = lambda run: [(i + 1) * run[i] - i * (run[i - 1] if i else 0.0) for i in range(len(run))]
+per_chunk_nll = per_chunk(running_nll)
+rows2 = re.findall(r"^\s*(\d+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s*$", so2 + "\n" + se2, re.M)
+running_nll2 = [float(r[2]) for r in rows2]
+m2 = re.search(r"Final estimate: PPL = ([0-9.]+) \+/- ([0-9.]+)", se2 + so2)
 hdr = re.search(r"calculating perplexity over (\d+) chunks, n_ctx=(\d+), batch_size=(\d+), n_seq=(\d+)", full)
 ver = re.search(r"version: (\S+) \(build (\d+), commit (\w+)\)", subprocess.run([binp, "--version"], capture_output=True, text=True).stderr
                 + subprocess.run([binp, "--version"], capture_output=True, text=True).stdout)
@@ -89,8 +97,18 @@ res = {
     "token_ids_first_8192": toks[:8192],
     "log_stderr": se, "log_stdout": so,
     "log_precise_stdout": so1,
+    "flash_attn_off": {
+        "command": "same + --ppl-output-type 1 --flash-attn off",
+        "note": "llama-perplexity's default --flash-attn auto enables flash attention on this CPU (f16 K/V, f16-rounded Q in the dot products); off, llama.cpp runs the graph surprisal reproduces for quantized GGUF",
+        "final_ppl": float(m2.group(1)) if m2 else None,
+        "final_ppl_pm": float(m2.group(2)) if m2 else None,
+        "running_mean_nll_nats": running_nll2,
+        "per_chunk_mean_nll_nats": per_chunk(running_nll2),
+        "log_stdout": so2,
+    },
 }
 assert len(running) == n_chunks and len(running_nll) == n_chunks, (len(running), len(running_nll))
+assert len(running_nll2) == n_chunks, len(running_nll2)
 tf = os.path.join(os.environ["REPO"], "crates/runner/tests/data/peers/transformers_wikitext_sliding_w512_s256_t8192.json")
 if os.path.exists(tf):
     res["token_ids_first_8192_match_transformers"] = json.load(open(tf))["token_ids"] == toks[:8192]
