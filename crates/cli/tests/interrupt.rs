@@ -133,7 +133,8 @@ fn ctrl_c_checkpoints_exits_130_and_resume_matches_uninterrupted_run() {
 fn ctrl_c_without_out_exits_130_and_says_nothing_was_saved() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("text.txt");
-    std::fs::write(&data, PARAGRAPH.repeat(200)).unwrap();
+    // long enough to outlast the 1.5 s below on a fast machine (200 repeats took < 1.5 s)
+    std::fs::write(&data, PARAGRAPH.repeat(3000)).unwrap();
     let mut child = command(&data, None, &[])
         .stderr(Stdio::piped())
         .spawn()
