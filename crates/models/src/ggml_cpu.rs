@@ -257,8 +257,8 @@ impl GgmlMatMul {
             for j in 0..n {
                 let mut r = 0;
                 while r < rows {
-                    let cnt = (rows - r).min(4);
-                    let mut res = [0f32; 4];
+                    let cnt = (rows - r).min(DOT_ROWS);
+                    let mut res = [0f32; DOT_ROWS];
                     self.dot_rows(simd, j, &a, kb, r0 + r, cnt, &mut res);
                     for (i, v) in res[..cnt].iter().enumerate() {
                         out_rows[(r + i) * n + j] = *v;
@@ -282,8 +282,8 @@ impl GgmlMatMul {
                     for j in c0..c1 {
                         let mut r = 0;
                         while r < m {
-                            let cnt = (m - r).min(4);
-                            let mut res = [0f32; 4];
+                            let cnt = (m - r).min(DOT_ROWS);
+                            let mut res = [0f32; DOT_ROWS];
                             self.dot_rows(simd, j, &a, kb, r, cnt, &mut res);
                             for (i, v) in res[..cnt].iter().enumerate() {
                                 tile[(r + i) * (c1 - c0) + (j - c0)] = *v;
@@ -304,7 +304,7 @@ impl GgmlMatMul {
         out
     }
 
-    /// Weight row `j` against activation rows `r0..r0+cnt` (cnt ≤ 4).
+    /// Weight row `j` against activation rows `r0..r0+cnt` (cnt ≤ DOT_ROWS).
     #[allow(clippy::too_many_arguments)]
     #[inline]
     fn dot_rows(
@@ -315,7 +315,7 @@ impl GgmlMatMul {
         kb: usize,
         r0: usize,
         cnt: usize,
-        res: &mut [f32; 4],
+        res: &mut [f32; DOT_ROWS],
     ) {
         let wr = j * kb..(j + 1) * kb;
         let ar = |i: usize| (r0 + i) * kb..(r0 + i + 1) * kb;
@@ -323,11 +323,11 @@ impl GgmlMatMul {
             Packed::Q4_1 { qs, d, m } => {
                 let (wq, wd, wm) = (&qs[wr.clone()], &d[wr.clone()], &m[wr]);
                 #[cfg(target_arch = "x86_64")]
-                if simd && cnt == 4 {
-                    let rows = r0 * kb..(r0 + 4) * kb;
+                if simd && cnt == DOT_ROWS {
+                    let rows = r0 * kb..(r0 + DOT_ROWS) * kb;
                     let (aq, ad, as_) = (&a.qs[rows.clone()], &a.d[rows.clone()], &a.s[rows]);
                     // SAFETY: `simd` means AVX2 and FMA were detected.
-                    *res = unsafe { avx2::dot_q4_1_x4(wq, wd, wm, aq, ad, as_) };
+                    *res = unsafe { avx2::dot_q4_1_xn(wq, wd, wm, aq, ad, as_) };
                     return;
                 }
                 for i in 0..cnt {
@@ -347,10 +347,10 @@ impl GgmlMatMul {
             Packed::Q8_0 { qs, d } => {
                 let (wq, wd) = (&qs[wr.clone()], &d[wr]);
                 #[cfg(target_arch = "x86_64")]
-                if simd && cnt == 4 {
-                    let rows = r0 * kb..(r0 + 4) * kb;
+                if simd && cnt == DOT_ROWS {
+                    let rows = r0 * kb..(r0 + DOT_ROWS) * kb;
                     // SAFETY: `simd` means AVX2 and FMA were detected.
-                    *res = unsafe { avx2::dot_q8_0_x4(wq, wd, &a.qs[rows.clone()], &a.d[rows]) };
+                    *res = unsafe { avx2::dot_q8_0_xn(wq, wd, &a.qs[rows.clone()], &a.d[rows]) };
                     return;
                 }
                 for i in 0..cnt {
@@ -370,6 +370,9 @@ impl GgmlMatMul {
         }
     }
 }
+
+/// Activation rows per call of the multi-row dot kernels (`dot_q4_1_xn`, `dot_q8_0_xn`).
+const DOT_ROWS: usize = 8;
 
 fn use_avx2() -> bool {
     static AVX2: OnceLock<bool> = OnceLock::new();
@@ -493,29 +496,29 @@ mod avx2 {
         hsum8(acc) + summs
     }
 
-    /// `dot_q4_1` of one weight row against four activation rows at once: the weight block is
-    /// unpacked once, and the four independent accumulator chains hide the FMA latency that
+    /// `dot_q4_1` of one weight row against N activation rows at once: the weight block is
+    /// unpacked once, and the N independent accumulator chains hide the FMA latency that
     /// bounds a single dot. Each row's operations and their order are `dot_q4_1`'s, so each
     /// result is bit-identical to it.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot_q4_1_x4(
+    pub(super) unsafe fn dot_q4_1_xn<const N: usize>(
         wq: &[[u8; QK / 2]],
         wd: &[f32],
         wm: &[f32],
         aq: &[[i8; QK]],
         ad: &[f32],
         as_: &[f32],
-    ) -> [f32; 4] {
-        // the four activation rows lie one after the other: row i is blocks i*kb..(i+1)*kb
+    ) -> [f32; N] {
+        // the N activation rows lie one after the other: row i is blocks i*kb..(i+1)*kb
         let kb = wq.len();
-        assert!(aq.len() == 4 * kb && ad.len() == 4 * kb && as_.len() == 4 * kb);
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let mut summs = [0f32; 4];
+        assert!(aq.len() == N * kb && ad.len() == N * kb && as_.len() == N * kb);
+        let mut acc = [_mm256_setzero_ps(); N];
+        let mut summs = [0f32; N];
         let mask = _mm256_set1_epi8(0x0F);
         for b in 0..kb {
             let raw = unsafe { _mm_loadu_si128(wq[b].as_ptr() as *const __m128i) };
             let x = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), mask);
-            for i in 0..4 {
+            for i in 0..N {
                 let ab = i * kb + b;
                 summs[i] = wm[b].mul_add(as_[ab], summs[i]);
                 let d = _mm256_set1_ps(wd[b] * ad[ab]);
@@ -523,36 +526,39 @@ mod avx2 {
                 acc[i] = _mm256_fmadd_ps(d, updot(x, y), acc[i]);
             }
         }
-        [
-            hsum8(acc[0]) + summs[0],
-            hsum8(acc[1]) + summs[1],
-            hsum8(acc[2]) + summs[2],
-            hsum8(acc[3]) + summs[3],
-        ]
+        let mut out = [0f32; N];
+        for i in 0..N {
+            out[i] = hsum8(acc[i]) + summs[i];
+        }
+        out
     }
 
-    /// `dot_q8_0` against four activation rows at once (see `dot_q4_1_x4`; same bits per row).
+    /// `dot_q8_0` against N activation rows at once (see `dot_q4_1_xn`; same bits per row).
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot_q8_0_x4(
+    pub(super) unsafe fn dot_q8_0_xn<const N: usize>(
         wq: &[[i8; QK]],
         wd: &[f32],
         aq: &[[i8; QK]],
         ad: &[f32],
-    ) -> [f32; 4] {
+    ) -> [f32; N] {
         let kb = wq.len();
-        assert!(aq.len() == 4 * kb && ad.len() == 4 * kb);
-        let mut acc = [_mm256_setzero_ps(); 4];
+        assert!(aq.len() == N * kb && ad.len() == N * kb);
+        let mut acc = [_mm256_setzero_ps(); N];
         for b in 0..kb {
             let x = unsafe { _mm256_loadu_si256(wq[b].as_ptr() as *const __m256i) };
             let ux = _mm256_sign_epi8(x, x);
-            for i in 0..4 {
+            for i in 0..N {
                 let ab = i * kb + b;
                 let d = _mm256_set1_ps(wd[b] * ad[ab]);
                 let y = unsafe { _mm256_loadu_si256(aq[ab].as_ptr() as *const __m256i) };
                 acc[i] = _mm256_fmadd_ps(d, updot(ux, _mm256_sign_epi8(y, x)), acc[i]);
             }
         }
-        [hsum8(acc[0]), hsum8(acc[1]), hsum8(acc[2]), hsum8(acc[3])]
+        let mut out = [0f32; N];
+        for i in 0..N {
+            out[i] = hsum8(acc[i]);
+        }
+        out
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -600,7 +606,7 @@ mod tests {
             return;
         }
         let mut seed = 7u64;
-        let (n, k, m) = (8, 128, 5);
+        let (n, k, m) = (8, 128, 11);
         let w: Vec<f32> = (0..n * k).map(|_| lcg(&mut seed)).collect();
         let x: Vec<f32> = (0..m * k).map(|_| lcg(&mut seed) * 3.0).collect();
         let wt = candle_core::Tensor::from_vec(w, (n, k), &candle_core::Device::Cpu).unwrap();
@@ -610,22 +616,22 @@ mod tests {
             let a = quantize_rows(&x, m, k, dt == GgmlDType::Q4_1);
             for j in 0..n {
                 for r in 0..m {
-                    let mut s = [0f32; 4];
-                    let mut v = [0f32; 4];
+                    let mut s = [0f32; DOT_ROWS];
+                    let mut v = [0f32; DOT_ROWS];
                     mm.dot_rows(false, j, &a, k / QK, r, 1, &mut s);
                     mm.dot_rows(true, j, &a, k / QK, r, 1, &mut v);
                     assert_eq!(s[0].to_bits(), v[0].to_bits(), "{dt:?} ({r},{j})");
                 }
-                // the four-row kernel gives each row the single-row bits
-                for r in 0..m - 3 {
-                    let mut s = [0f32; 4];
-                    let mut v = [0f32; 4];
-                    mm.dot_rows(false, j, &a, k / QK, r, 4, &mut s);
-                    mm.dot_rows(true, j, &a, k / QK, r, 4, &mut v);
+                // the multi-row kernel gives each row the single-row bits
+                for r in 0..=m - DOT_ROWS {
+                    let mut s = [0f32; DOT_ROWS];
+                    let mut v = [0f32; DOT_ROWS];
+                    mm.dot_rows(false, j, &a, k / QK, r, DOT_ROWS, &mut s);
+                    mm.dot_rows(true, j, &a, k / QK, r, DOT_ROWS, &mut v);
                     assert_eq!(
                         s.map(f32::to_bits),
                         v.map(f32::to_bits),
-                        "{dt:?} x4 ({r},{j})"
+                        "{dt:?} x{DOT_ROWS} ({r},{j})"
                     );
                 }
             }
@@ -641,8 +647,11 @@ mod tests {
                 .unwrap()
                 .to_vec1()
                 .unwrap();
+            // The only difference is the activations' 8-bit quantization: steps of amax/127
+            // (≤ 3/127), error uniform within ±half a step (σ ≈ 0.0068) against weights of mean
+            // square ≤ 1/3 over k = 128 terms: σ ≈ 0.044 per output; 5σ ≈ 0.22.
             for (a, b) in y.iter().zip(&want) {
-                assert!((a - b).abs() < 0.05 * (1.0 + b.abs()), "{dt:?}: {a} vs {b}");
+                assert!((a - b).abs() < 0.25, "{dt:?}: {a} vs {b}");
             }
         }
     }
