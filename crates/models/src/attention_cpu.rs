@@ -57,60 +57,14 @@ impl CpuCausalAttention {
                     // Keys after the block's last query are masked for every query in it.
                     let end = start + len;
                     let sc = &mut scores[..len * end];
-                    // SAFETY: every matrix lies inside its slice with the given strides:
-                    // lhs (len, D) rows of q; rhs kᵀ (D, end) read from k rows; dst (len, end).
-                    unsafe {
-                        gemm::gemm(
-                            len,
-                            end,
-                            d,
-                            sc.as_mut_ptr(),
-                            1,
-                            end as isize,
-                            false,
-                            qh[start * d..].as_ptr(),
-                            1,
-                            d as isize,
-                            kh.as_ptr(),
-                            d as isize,
-                            1,
-                            T::zero(),
-                            T::one(),
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
-                        );
-                    }
+                    // (len, D) rows of q times kᵀ (D, end), read from the rows of k
+                    matmul(len, end, d, sc, end, &qh[start * d..], d, kh, 1, d);
                     for (i, row) in sc.chunks_exact_mut(end).enumerate() {
                         let (lo, hi) = visible_keys(start + i, end, self.sliding_window);
                         softmax_row(row, lo, hi, scale);
                     }
-                    // SAFETY: lhs (len, end) = the scores; rhs (end, D) rows of v; dst (len, D)
-                    // rows of this head's output.
-                    unsafe {
-                        gemm::gemm(
-                            len,
-                            d,
-                            end,
-                            out[start * d..].as_mut_ptr(),
-                            1,
-                            d as isize,
-                            false,
-                            sc.as_ptr(),
-                            1,
-                            end as isize,
-                            vh.as_ptr(),
-                            1,
-                            d as isize,
-                            T::zero(),
-                            T::one(),
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
-                        );
-                    }
+                    // the scores (len, end) times the rows of v (end, D), into this head's rows
+                    matmul(len, d, end, &mut out[start * d..], d, sc, end, vh, d, 1);
                     start = end;
                 }
                 out
@@ -126,6 +80,56 @@ impl CpuCausalAttention {
             }
         }
         out
+    }
+}
+
+/// dst (m, n) = lhs (m, k) · rhs (k, n), on this thread. dst and lhs are row-major with row
+/// strides `dst_rs` and `lhs_rs`; rhs element (p, j) is `rhs[p * rhs_rs + j * rhs_cs]`.
+#[allow(clippy::too_many_arguments)]
+fn matmul<T: num_traits::Float + 'static>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [T],
+    dst_rs: usize,
+    lhs: &[T],
+    lhs_rs: usize,
+    rhs: &[T],
+    rhs_rs: usize,
+    rhs_cs: usize,
+) {
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    assert!((m - 1) * dst_rs + n <= dst.len(), "matmul: dst too short");
+    assert!((m - 1) * lhs_rs + k <= lhs.len(), "matmul: lhs too short");
+    assert!(
+        (k - 1) * rhs_rs + (n - 1) * rhs_cs < rhs.len(),
+        "matmul: rhs too short"
+    );
+    // SAFETY: the asserts keep every element gemm reads or writes inside its slice.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            false,
+            lhs.as_ptr(),
+            1,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            T::zero(),
+            T::one(),
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
     }
 }
 

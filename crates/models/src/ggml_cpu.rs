@@ -335,7 +335,7 @@ impl GgmlMatMul {
                     res[i] = if simd {
                         #[cfg(target_arch = "x86_64")]
                         unsafe {
-                            avx2::dot_q4_1(wq, wd, wm, aq, ad, as_)
+                            avx2::dot_q4_1_xn::<1>(wq, wd, wm, aq, ad, as_)[0]
                         }
                         #[cfg(not(target_arch = "x86_64"))]
                         unreachable!()
@@ -358,7 +358,7 @@ impl GgmlMatMul {
                     res[i] = if simd {
                         #[cfg(target_arch = "x86_64")]
                         unsafe {
-                            avx2::dot_q8_0(wq, wd, aq, ad)
+                            avx2::dot_q8_0_xn::<1>(wq, wd, aq, ad)[0]
                         }
                         #[cfg(not(target_arch = "x86_64"))]
                         unreachable!()
@@ -473,33 +473,10 @@ mod avx2 {
         ))
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot_q4_1(
-        wq: &[[u8; QK / 2]],
-        wd: &[f32],
-        wm: &[f32],
-        aq: &[[i8; QK]],
-        ad: &[f32],
-        as_: &[f32],
-    ) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        let mut summs = 0f32;
-        let mask = _mm256_set1_epi8(0x0F);
-        for b in 0..wq.len() {
-            summs = wm[b].mul_add(as_[b], summs);
-            let d = _mm256_set1_ps(wd[b] * ad[b]);
-            let raw = unsafe { _mm_loadu_si128(wq[b].as_ptr() as *const __m128i) };
-            let x = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), mask);
-            let y = unsafe { _mm256_loadu_si256(aq[b].as_ptr() as *const __m256i) };
-            acc = _mm256_fmadd_ps(d, updot(x, y), acc);
-        }
-        hsum8(acc) + summs
-    }
-
-    /// `dot_q4_1` of one weight row against N activation rows at once: the weight block is
-    /// unpacked once, and the N independent accumulator chains hide the FMA latency that
-    /// bounds a single dot. Each row's operations and their order are `dot_q4_1`'s, so each
-    /// result is bit-identical to it.
+    /// ggml's Q4_1 × Q8_1 dot of one weight row against N activation rows at once (N = 1 is
+    /// the plain dot): the weight block is unpacked once, and the N independent accumulator
+    /// chains hide the FMA latency that bounds a single dot. Each row's operations and their
+    /// order do not depend on N, so every row's result has the same bits as `scalar::dot_q4_1`.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn dot_q4_1_xn<const N: usize>(
         wq: &[[u8; QK / 2]],
@@ -533,7 +510,7 @@ mod avx2 {
         out
     }
 
-    /// `dot_q8_0` against N activation rows at once (see `dot_q4_1_xn`; same bits per row).
+    /// ggml's Q8_0 × Q8_0 dot against N activation rows at once (see `dot_q4_1_xn`).
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn dot_q8_0_xn<const N: usize>(
         wq: &[[i8; QK]],
@@ -559,19 +536,6 @@ mod avx2 {
             out[i] = hsum8(acc[i]);
         }
         out
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot_q8_0(wq: &[[i8; QK]], wd: &[f32], aq: &[[i8; QK]], ad: &[f32]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        for b in 0..wq.len() {
-            let d = _mm256_set1_ps(wd[b] * ad[b]);
-            let x = unsafe { _mm256_loadu_si256(wq[b].as_ptr() as *const __m256i) };
-            let y = unsafe { _mm256_loadu_si256(aq[b].as_ptr() as *const __m256i) };
-            let xy = updot(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
-            acc = _mm256_fmadd_ps(d, xy, acc);
-        }
-        hsum8(acc)
     }
 }
 

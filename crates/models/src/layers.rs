@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::QMatMul;
-use candle_core::{DType, Module, Tensor};
+use candle_core::quantized::{GgmlDType, QMatMul};
+use candle_core::{DType, Device, Module, Tensor};
 
 use crate::error::Result;
 use crate::ggml_cpu::GgmlMatMul;
@@ -26,8 +26,14 @@ enum Kernel {
     Ggml(Arc<GgmlMatMul>),
 }
 
+/// Whether a quantized weight of this type on this device runs ggml's kernel (`GgmlMatMul`)
+/// rather than candle's quantized matmul.
+pub(crate) fn runs_ggml_kernel(dtype: GgmlDType, device: &Device) -> bool {
+    device.is_cpu() && GgmlMatMul::supports(dtype) && !candle_qmatmul_forced()
+}
+
 /// `SURPRISAL_CANDLE_QMATMUL=1` keeps candle's own quantized kernels (for comparisons).
-pub(crate) fn candle_qmatmul_forced() -> bool {
+fn candle_qmatmul_forced() -> bool {
     static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *FORCED.get_or_init(|| {
         std::env::var("SURPRISAL_CANDLE_QMATMUL").is_ok_and(|v| !v.is_empty() && v != "0")
@@ -51,7 +57,7 @@ impl Linear {
 
     fn new(weight: QMatMul, bias: Option<Tensor>) -> Result<Self> {
         let ggml = match &weight {
-            QMatMul::QTensor(q) if q.device().is_cpu() && !candle_qmatmul_forced() => {
+            QMatMul::QTensor(q) if runs_ggml_kernel(q.dtype(), &q.device()) => {
                 GgmlMatMul::from_qtensor(q)?.map(Arc::new)
             }
             _ => None,
@@ -247,7 +253,6 @@ impl candle_core::InplaceOp2 for SwiGlu {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
 
     /// The fused op must give the bits of candle's `silu(gate) * up`, in f32 and f64.
     #[test]

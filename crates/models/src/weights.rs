@@ -252,10 +252,7 @@ impl Store {
         };
         let row = q.shape().dims().last().copied().unwrap_or(0);
         let block = q.dtype().block_size();
-        let ggml_kernel = dev.is_cpu()
-            && crate::ggml_cpu::GgmlMatMul::supports(q.dtype())
-            && !crate::layers::candle_qmatmul_forced();
-        let pairs = !ggml_kernel
+        let pairs = !crate::layers::runs_ggml_kernel(q.dtype(), dev)
             && matches!(
                 q.dtype(),
                 GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1
