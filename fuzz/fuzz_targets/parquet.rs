@@ -17,7 +17,6 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use libfuzzer_sys::fuzz_target;
-use surprisal_runner::data::{self, DataSpec, HfOptions};
 
 fn tolerate_parquet_panics() {
     if std::env::var_os("SURPRISAL_FUZZ_STRICT_PARQUET").is_some() {
@@ -59,21 +58,5 @@ fn tolerate_parquet_panics() {
 }
 
 fuzz_target!(init: tolerate_parquet_panics(), |data: &[u8]| {
-    let path = common::write("corpus.parquet", data);
-    let spec = DataSpec::new(path.to_str().expect("utf-8 scratch path"), "text")
-        .expect("a path is a valid --data spec")
-        .with_hf(HfOptions {
-            cache_dir: None,
-            offline: true,
-        });
-    let stream = data::open(&spec).expect("the file exists");
-    let debug = std::env::var_os("SURPRISAL_FUZZ_DEBUG").is_some();
-    for doc in stream {
-        match doc {
-            Ok(d) => assert!(!d.text.is_empty(), "empty documents are skipped"),
-            Err(e) if debug => eprintln!("DEBUG: {e}"),
-            Err(_) => {}
-        }
-    }
-    let _ = data::sha256_of(&spec);
+    common::read_corpus("corpus.parquet", data);
 });

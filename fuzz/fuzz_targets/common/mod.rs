@@ -89,3 +89,27 @@ pub fn exercise(m: &LoadedModel) {
         );
     }
 }
+
+/// Writes `data` as the corpus file `name` and reads it through the runner's public reader
+/// (`data::open`, `--text-field text`) to the end of the stream, then hashes it as a run does.
+/// Errors are the expected outcome for most inputs; a panic is the bug.
+pub fn read_corpus(name: &str, data: &[u8]) {
+    use surprisal_runner::data::{self, DataSpec, HfOptions};
+    let path = write(name, data);
+    let spec = DataSpec::new(path.to_str().expect("utf-8 scratch path"), "text")
+        .expect("a path is a valid --data spec")
+        .with_hf(HfOptions {
+            cache_dir: None,
+            offline: true,
+        });
+    let stream = data::open(&spec).expect("the file exists");
+    let debug = std::env::var_os("SURPRISAL_FUZZ_DEBUG").is_some();
+    for doc in stream {
+        match doc {
+            Ok(d) => assert!(!d.text.is_empty(), "empty documents are skipped"),
+            Err(e) if debug => eprintln!("DEBUG: {e}"),
+            Err(_) => {}
+        }
+    }
+    let _ = data::sha256_of(&spec);
+}
