@@ -314,6 +314,27 @@ fn attend_rows(
     attend_rows_impl(q, k, v, s, bi, hi, g, i0, i1, o)
 }
 
+/// The 16 FMA lanes of q·k (over D, 16 at a time, as tinyBLAS's f16 GEMM) for the N keys
+/// `j..j + N`, each key its own chain: N > 1 only interleaves independent chains.
+#[inline(always)]
+fn key_lanes<'a, const N: usize>(
+    qi: &[f32],
+    krow: impl Fn(usize) -> &'a [f32],
+    j: usize,
+) -> [[f32; 16]; N] {
+    let mut lanes = [[0f32; 16]; N];
+    for c in 0..qi.len() / 16 {
+        let qc = &qi[c * 16..][..16];
+        for (u, lanes) in lanes.iter_mut().enumerate() {
+            let kc = &krow(j + u)[c * 16..][..16];
+            for l in 0..16 {
+                lanes[l] = kc[l].mul_add(qc[l], lanes[l]);
+            }
+        }
+    }
+    lanes
+}
+
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn attend_rows_impl(
@@ -336,10 +357,7 @@ fn attend_rows_impl(
     let vt = &v[(bi * kv + g) * d * tp..][..d * tp];
     let mut wp: Vec<f32> = Vec::with_capacity(tp);
     for i in i0..i1 {
-        let lo = match s.sliding_window {
-            Some(w) if i + 1 > w => i + 1 - w,
-            _ => 0,
-        };
+        let (lo, _) = crate::mask::visible_keys(i, i + 1, s.sliding_window);
         let qi = qrow(i);
         // scores for keys 0..=i (masked ones -inf), padded to a multiple of 16
         let n = (i + 1).next_multiple_of(16);
@@ -349,30 +367,13 @@ fn attend_rows_impl(
         // time (four independent FMA chains; each key's operations and order are unchanged).
         let mut j = lo;
         while j + 4 <= i + 1 {
-            let mut lanes = [[0f32; 16]; 4];
-            for c in 0..d / 16 {
-                let qc = &qi[c * 16..][..16];
-                for (u, lanes) in lanes.iter_mut().enumerate() {
-                    let kc = &krow(j + u)[c * 16..][..16];
-                    for l in 0..16 {
-                        lanes[l] = kc[l].mul_add(qc[l], lanes[l]);
-                    }
-                }
-            }
-            for (u, lanes) in lanes.iter().enumerate() {
+            for (u, lanes) in key_lanes::<4>(qi, krow, j).iter().enumerate() {
                 wp[j + u] = reduce16(lanes) * s.scale;
             }
             j += 4;
         }
         for j in j..=i {
-            let kj = krow(j);
-            let mut lanes = [0f32; 16];
-            for (kc, qc) in kj.chunks_exact(16).zip(qi.chunks_exact(16)) {
-                for l in 0..16 {
-                    lanes[l] = kc[l].mul_add(qc[l], lanes[l]);
-                }
-            }
-            wp[j] = reduce16(&lanes) * s.scale;
+            wp[j] = reduce16(&key_lanes::<1>(qi, krow, j)[0]) * s.scale;
         }
         let scores = if dump_dir().is_some() {
             wp.clone()
