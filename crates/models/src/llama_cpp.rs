@@ -209,7 +209,48 @@ fn reduce16(v: &[f32; 16]) -> f32 {
 }
 
 fn round_f16(x: &[f32]) -> Vec<f32> {
-    x.iter().map(|&v| f16::from_f32(v).to_f32()).collect()
+    let mut out = x.to_vec();
+    round_f16_in_place(&mut out);
+    out
+}
+
+/// Rounds every value to the nearest f16 (ties to even) and back, as a store to and load from
+/// llama.cpp's f16 tensors does: F16C eight at a time where the CPU has it (the same rounding
+/// as `half`'s software path, which would otherwise dispatch per element).
+fn round_f16_in_place(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_f16c() {
+        // SAFETY: the CPU has F16C (checked at run time).
+        unsafe { round_f16_f16c(x) };
+        return;
+    }
+    for v in x {
+        *v = f16::from_f32(*v).to_f32();
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx,f16c")]
+fn round_f16_f16c(x: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let mut chunks = x.chunks_exact_mut(8);
+    for c in &mut chunks {
+        // SAFETY: `c` holds exactly 8 f32.
+        unsafe {
+            let v = _mm256_loadu_ps(c.as_ptr());
+            let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
+            _mm256_storeu_ps(c.as_mut_ptr(), _mm256_cvtph_ps(h));
+        }
+    }
+    for v in chunks.into_remainder() {
+        *v = f16::from_f32(*v).to_f32();
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_f16c() -> bool {
+    static F16C: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *F16C.get_or_init(|| is_x86_feature_detected!("avx") && is_x86_feature_detected!("f16c"))
 }
 
 pub struct AttnShape {
@@ -232,6 +273,7 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], s: &AttnShape) -> Vec<f32> {
     // V transposed per (batch row, kv head): (D, T padded to 16), f16-rounded, like llama.cpp's
     // transposed V cache; the padding is 0 (its probabilities are 0 too).
     let tp = t.next_multiple_of(16);
+    let v = round_f16(v);
     let mut vt = vec![0f32; b * kv * d * tp];
     for bi in 0..b {
         for j in 0..t {
@@ -239,7 +281,7 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], s: &AttnShape) -> Vec<f32> {
                 let src = &v[((bi * t + j) * kv + g) * d..][..d];
                 let base = (bi * kv + g) * d * tp;
                 for (dd, &x) in src.iter().enumerate() {
-                    vt[base + dd * tp + j] = f16::from_f32(x).to_f32();
+                    vt[base + dd * tp + j] = x;
                 }
             }
         }
@@ -397,16 +439,19 @@ fn attend_rows_impl(
         }
         // probabilities to f16 (masked ones are 0)
         for e in wp.iter_mut() {
-            *e = f16::from_f32(*e * inv).to_f32();
+            *e *= inv;
         }
+        round_f16_in_place(&mut wp);
         // tinyBLAS f16 GEMM of V^T by P: 16 fma lanes over keys, `_mm512_reduce_add_ps`
         // Four output dimensions at a time: four independent FMA chains over the keys (each
         // dimension's operations and order are unchanged).
         let orow = &mut o[(i - i0) * d..(i - i0 + 1) * d];
-        for (g4, dst) in orow.chunks_mut(4).enumerate() {
+        // (d is a multiple of 16, so every group has four dimensions; a fixed count keeps the
+        // accumulators in registers)
+        for (g4, dst) in orow.chunks_exact_mut(4).enumerate() {
             let mut lanes = [[0f32; 16]; 4];
             for (c, pc) in wp.chunks_exact(16).enumerate() {
-                for (u, lanes) in lanes.iter_mut().enumerate().take(dst.len()) {
+                for (u, lanes) in lanes.iter_mut().enumerate() {
                     let vc = &vt[(g4 * 4 + u) * tp + c * 16..][..16];
                     for l in 0..16 {
                         lanes[l] = pc[l].mul_add(vc[l], lanes[l]);
