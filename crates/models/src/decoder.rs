@@ -63,9 +63,10 @@ impl DecoderLayer {
         let n1 = &self.input_layernorm;
         let xn = llama_cpp::rms_norm_mul(x, &n1.weight_f32()?, n1.eps());
         dump(&format!("attn_norm-{il}"), &xn);
-        let mut q = a.q_proj.forward_f32(&xn, m)?;
-        let mut k = a.k_proj.forward_f32(&xn, m)?;
-        let v = a.v_proj.forward_f32(&xn, m)?;
+        let [mut q, mut k, v]: [Vec<f32>; 3] =
+            Linear::forward_f32_each(&[&a.q_proj, &a.k_proj, &a.v_proj], &xn, m)?
+                .try_into()
+                .expect("three projections");
         dump(&format!("Qcur-{il}"), &q);
         dump(&format!("Kcur-{il}"), &k);
         dump(&format!("Vcur-{il}"), &v);
@@ -100,8 +101,10 @@ impl DecoderLayer {
         dump(&format!("ffn_inp-{il}"), x);
         let xn = llama_cpp::rms_norm_mul(x, &n2.weight_f32()?, n2.eps());
         dump(&format!("ffn_norm-{il}"), &xn);
-        let gate = self.mlp.gate_proj.forward_f32(&xn, m)?;
-        let up = self.mlp.up_proj.forward_f32(&xn, m)?;
+        let [gate, up]: [Vec<f32>; 2] =
+            Linear::forward_f32_each(&[&self.mlp.gate_proj, &self.mlp.up_proj], &xn, m)?
+                .try_into()
+                .expect("two projections");
         let act = llama_cpp::swiglu(&gate, &up);
         dump(&format!("ffn_gate-{il}"), &gate);
         dump(&format!("ffn_up-{il}"), &up);

@@ -28,8 +28,11 @@ use crate::error::Result;
 
 pub(crate) const QK: usize = 32;
 
-/// Activation rows quantized like ggml's `quantize_row_q8_1` / `quantize_row_q8_0`.
-struct QuantRows {
+/// Activation rows quantized like ggml's `quantize_row_q8_1` / `quantize_row_q8_0`: the quants
+/// and scales of both are the same, Q8_1 adds the block sums. One quantization can feed every
+/// projection that reads the same input (q, k, v; gate, up), as long as it has the sums when one
+/// of them needs them.
+pub struct QuantRows {
     /// `rows * kb` blocks.
     qs: Vec<[i8; QK]>,
     /// The f16 scale, as f32.
@@ -78,7 +81,9 @@ fn quantize_block(x: &[f32]) -> ([i8; QK], f32, i32) {
     (q, d, sum)
 }
 
-fn quantize_rows(x: &[f32], rows: usize, k: usize, with_sum: bool) -> QuantRows {
+/// Quantizes `rows` activation rows of width `k` (a multiple of 32); `with_sum` adds Q8_1's block
+/// sums (see [`GgmlMatMul::needs_sums`]).
+pub fn quantize_rows(x: &[f32], rows: usize, k: usize, with_sum: bool) -> QuantRows {
     let kb = k / QK;
     let n = rows * kb;
     let mut qs = vec![[0i8; QK]; n];
@@ -238,12 +243,27 @@ impl GgmlMatMul {
         self.k
     }
 
+    /// Whether the activations must be quantized with Q8_1's block sums (Q4_1 weights).
+    pub fn needs_sums(&self) -> bool {
+        matches!(self.w, Packed::Q4_1 { .. })
+    }
+
     /// x: (m, k) row-major f32 -> (m, n) row-major f32.
     pub fn forward(&self, x: &[f32], m: usize) -> Vec<f32> {
+        assert_eq!(x.len(), m * self.k, "activation length");
+        self.forward_quantized(&quantize_rows(x, m, self.k, self.needs_sums()), m)
+    }
+
+    /// The product with activations already quantized by [`quantize_rows`] (m rows of width k,
+    /// with sums if [`Self::needs_sums`]).
+    pub fn forward_quantized(&self, a: &QuantRows, m: usize) -> Vec<f32> {
         let (n, k) = (self.n, self.k);
-        assert_eq!(x.len(), m * k, "activation length");
         let kb = k / QK;
-        let a = quantize_rows(x, m, k, matches!(self.w, Packed::Q4_1 { .. }));
+        assert_eq!(a.d.len(), m * kb, "quantized activation length");
+        assert!(
+            !self.needs_sums() || a.s.len() == m * kb,
+            "Q4_1 needs the Q8_1 block sums"
+        );
         let mut out = vec![0f32; m * n];
         if m == 0 || n == 0 {
             return out;

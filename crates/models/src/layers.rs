@@ -82,9 +82,36 @@ impl Linear {
         matches!(self.kernel, Kernel::Ggml(_))
     }
 
+    /// Several projections of the same input x: (m, in) -> one (m, out_i) each. When all of them
+    /// run ggml's kernel, x is quantized once for all (as ggml quantizes it once per matmul, the
+    /// result is the same; only the repeated work goes).
+    pub fn forward_f32_each(linears: &[&Linear], x: &[f32], m: usize) -> Result<Vec<Vec<f32>>> {
+        let ggml: Option<Vec<&GgmlMatMul>> = linears
+            .iter()
+            .map(|l| match &l.kernel {
+                Kernel::Ggml(g) => Some(g.as_ref()),
+                Kernel::Candle(_) => None,
+            })
+            .collect();
+        let ggml =
+            ggml.filter(|g| g.windows(2).all(|w| w[0].in_dim() == w[1].in_dim()) && !g.is_empty());
+        let Some(ggml) = ggml else {
+            return linears.iter().map(|l| l.forward_f32(x, m)).collect();
+        };
+        let k = ggml[0].in_dim();
+        assert_eq!(x.len(), m * k, "activation length");
+        let sums = ggml.iter().any(|g| g.needs_sums());
+        let a = crate::ggml_cpu::quantize_rows(x, m, k, sums);
+        linears
+            .iter()
+            .zip(ggml)
+            .map(|(l, g)| l.add_bias(g.forward_quantized(&a, m)))
+            .collect()
+    }
+
     /// x: (m, in) row-major f32 -> (m, out) row-major f32.
     pub fn forward_f32(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
-        let mut y = match &self.kernel {
+        let y = match &self.kernel {
             Kernel::Ggml(g) => g.forward(x, m),
             Kernel::Candle(w) => {
                 let in_dim = x.len() / m.max(1);
@@ -96,6 +123,10 @@ impl Linear {
                 return Ok(self.forward(&xt)?.flatten_all()?.to_vec1()?);
             }
         };
+        self.add_bias(y)
+    }
+
+    fn add_bias(&self, mut y: Vec<f32>) -> Result<Vec<f32>> {
         if let Some(b) = &self.bias {
             let b: Vec<f32> = b.to_dtype(DType::F32)?.to_vec1()?;
             for row in y.chunks_mut(b.len()) {
