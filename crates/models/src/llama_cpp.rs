@@ -248,6 +248,12 @@ fn round_f16_f16c(x: &mut [f32]) {
 }
 
 #[cfg(target_arch = "x86_64")]
+fn has_avx512() -> bool {
+    static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVX512.get_or_init(|| has_fma() && is_x86_feature_detected!("avx512f"))
+}
+
+#[cfg(target_arch = "x86_64")]
 fn has_f16c() -> bool {
     static F16C: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *F16C.get_or_init(|| is_x86_feature_detected!("avx") && is_x86_feature_detected!("f16c"))
@@ -347,6 +353,26 @@ fn attend_rows(
             o: &mut [f32],
         ) {
             attend_rows_impl(q, k, v, s, bi, hi, g, i0, i1, o)
+        }
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn avx512(
+            q: &[f32],
+            k: &[f32],
+            v: &[f32],
+            s: &AttnShape,
+            bi: usize,
+            hi: usize,
+            g: usize,
+            i0: usize,
+            i1: usize,
+            o: &mut [f32],
+        ) {
+            attend_rows_impl(q, k, v, s, bi, hi, g, i0, i1, o)
+        }
+        if has_avx512() {
+            // SAFETY: the CPU has AVX-512F, AVX2 and FMA (checked at run time).
+            return unsafe { avx512(q, k, v, s, bi, hi, g, i0, i1, o) };
         }
         if has_fma() {
             // SAFETY: the CPU has AVX2 and FMA (checked at run time).
