@@ -50,6 +50,7 @@ facts() {
   python3 -c 'import sys, torch, transformers; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__, "gpu", torch.cuda.is_available() and torch.cuda.get_device_name(0))' || true
   df -h /tmp /dev/shm | tail -n 2 || true
   echo "nproc $(nproc); memory: $(free -g | awk '/Mem:/ {print $2 " GiB, " $7 " GiB available"}')"
+  echo "cargo: $(command -v cargo || echo none); nvcc: $(command -v nvcc || echo none) $(nvcc --version 2>/dev/null | tail -n 1)"
   echo "binary: $SURPRISAL_BIN ($("$SURPRISAL_BIN" --version))"
   python3 - <<'PY' || true
 import os, subprocess, sys
