@@ -124,10 +124,20 @@ fn device_matches_host(what: &str, args: &[&str]) -> Value {
         }
     }
     let ds = close(&sd, &sh, &format!("{what} summary"));
-    let dt = close(&Value::from(td.clone()), &Value::from(th), &format!("{what} tokens"));
-    let dw = close(&Value::from(wd.clone()), &Value::from(wh), &format!("{what} words"));
+    let dt = close(
+        &Value::from(td.clone()),
+        &Value::from(th),
+        &format!("{what} tokens"),
+    );
+    let dw = close(
+        &Value::from(wd.clone()),
+        &Value::from(wh),
+        &format!("{what} words"),
+    );
     assert!(td.len() > 500 && wd.len() > 100, "{what}: too few rows");
-    println!("{what}: max |device - host| summary {ds:.2e}, token rows {dt:.2e}, word rows {dw:.2e}");
+    println!(
+        "{what}: max |device - host| summary {ds:.2e}, token rows {dt:.2e}, word rows {dw:.2e}"
+    );
     sd
 }
 
@@ -179,7 +189,10 @@ fn auto_is_host_on_the_cpu_and_the_config_key_works() {
     let (s_flag, _, _) = run_in(&a, &tmp.path().join("flag"));
     assert_eq!(s_flag["stats_on"], "host");
     // a bad value in the file is a clean error naming the file and the line
-    let bad = write(&tmp.path().join("bad.toml"), "window = 64\nstats-on = \"gpu\"\n");
+    let bad = write(
+        &tmp.path().join("bad.toml"),
+        "window = 64\nstats-on = \"gpu\"\n",
+    );
     let out = tmp.path().join("bad-out");
     let mut b = args.clone();
     b.extend(["--config", s(&bad), "--out", s(&out)]);

@@ -65,6 +65,9 @@ pub const SUMMARY_FILE: &str = "summary.json";
 /// Bytes of f32 logits materialized at once (per model). A chunk exists up to twice while it is
 /// copied from the device tensor to host memory, so this bounds scoring memory to about
 /// 2 × 32 MiB per model, whatever the vocabulary: 170 rows for a 49k vocabulary, 55 for 152k.
+/// With `--stats-on device` nothing chunk-sized reaches the host, but the reductions of
+/// [`crate::device_stats`] hold several chunk-sized temporaries on the device (measured on the CPU
+/// device at 55 × 151 936: +273 MiB peak for eval, +368 MiB for a compare pair).
 pub const LOGIT_CHUNK_BYTES: usize = 32 << 20;
 
 /// `requested` logit rows per chunk, capped so a chunk of `vocab` f32 logits fits

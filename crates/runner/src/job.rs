@@ -293,7 +293,15 @@ fn tokenizer_difference(va: &[String], vb: &[String], ma: &[String], mb: &[Strin
 
 #[cfg(test)]
 mod tests {
-    use super::tokenizer_difference;
+    use super::{default_dtype, tokenizer_difference};
+    use candle_core::{DType, Device};
+
+    #[test]
+    fn dtype_defaults_to_f32_on_the_cpu_and_for_quantized_kernels() {
+        // (a CUDA device cannot be made without a GPU; `is_cuda` picks bf16 there)
+        assert_eq!(default_dtype(&Device::Cpu, false), DType::F32);
+        assert_eq!(default_dtype(&Device::Cpu, true), DType::F32);
+    }
 
     fn v(s: &[&str]) -> Vec<String> {
         s.iter().map(|x| x.to_string()).collect()

@@ -506,3 +506,31 @@ fn rows_the_host_must_report_are_handed_back() {
         DeviceOutcome::Computed(Vec::new())
     );
 }
+
+#[test]
+fn stats_on_resolution() {
+    use surprisal_runner::{StatsLocation, StatsOn};
+    let cpu = Some(Device::Cpu);
+    // auto: the device only on CUDA (not available here), so the host on the CPU
+    assert_eq!(
+        StatsOn::Auto.resolve(&[cpu.clone()]).unwrap(),
+        StatsLocation::Host
+    );
+    assert_eq!(
+        StatsOn::Auto.resolve(&[cpu.clone(), None]).unwrap(),
+        StatsLocation::Host
+    );
+    assert_eq!(
+        StatsOn::Device
+            .resolve(&[cpu.clone(), cpu.clone()])
+            .unwrap(),
+        StatsLocation::Device
+    );
+    assert_eq!(
+        StatsOn::Host.resolve(&[cpu.clone()]).unwrap(),
+        StatsLocation::Host
+    );
+    // a scorer without device tensors cannot do `device`
+    let e = StatsOn::Device.resolve(&[cpu, None]).unwrap_err();
+    assert!(e.to_string().contains("--stats-on host"), "{e}");
+}
