@@ -344,10 +344,13 @@ fn token_stats_match_the_host_path() {
     worst.print("token_stats");
 }
 
+/// `(name, model rows, reference rows, targets)`.
+type PairCase = (String, Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<u32>);
+
 /// Reference rows and a model row of each kind: a slight perturbation of the reference (small
 /// KL, the cancellation-prone case), an independent row (large KL), a large common offset, and
 /// model `-inf` where the reference has weight (KL = +inf).
-fn pair_cases(v: usize, seed: u64) -> Vec<(String, Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<u32>)> {
+fn pair_cases(v: usize, seed: u64) -> Vec<PairCase> {
     let mut rng = Rng(seed ^ (v as u64) << 1);
     let mut out = Vec::new();
     for case in cases(v, seed) {
@@ -513,7 +516,7 @@ fn stats_on_resolution() {
     let cpu = Some(Device::Cpu);
     // auto: the device only on CUDA (not available here), so the host on the CPU
     assert_eq!(
-        StatsOn::Auto.resolve(&[cpu.clone()]).unwrap(),
+        StatsOn::Auto.resolve(std::slice::from_ref(&cpu)).unwrap(),
         StatsLocation::Host
     );
     assert_eq!(
@@ -527,7 +530,7 @@ fn stats_on_resolution() {
         StatsLocation::Device
     );
     assert_eq!(
-        StatsOn::Host.resolve(&[cpu.clone()]).unwrap(),
+        StatsOn::Host.resolve(std::slice::from_ref(&cpu)).unwrap(),
         StatsLocation::Host
     );
     // a scorer without device tensors cannot do `device`
