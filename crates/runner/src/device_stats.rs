@@ -285,6 +285,7 @@ pub fn token_stats(
     }
     let (cols, ids) = eval_columns(logits, targets, mask, n, v).map_err(dev_err)?;
     let width = ROW_COLS + if mask.is_some() { MASS_COLS } else { 0 };
+    check_fetched(&cols, &ids, n, width, 2)?;
     let mut out = Vec::with_capacity(n);
     for k in 0..n {
         let c = &cols[k * width..(k + 1) * width];
@@ -328,6 +329,7 @@ pub fn pair_stats(
     let (cols, ids) = pair_columns(model, reference, targets, mask, n, v).map_err(dev_err)?;
     let mass = if mask.is_some() { MASS_COLS } else { 0 };
     let width = 2 * ROW_COLS + mass + PAIR_COLS;
+    check_fetched(&cols, &ids, n, width, 4)?;
     let mut out = Vec::with_capacity(n);
     for k in 0..n {
         let c = &cols[k * width..(k + 1) * width];
@@ -363,6 +365,19 @@ pub fn pair_stats(
         });
     }
     Ok(DeviceOutcome::Computed(out))
+}
+
+/// The copied column blocks have the sizes the row loop indexes by (a guard against a backend
+/// returning something else, rather than a panic).
+fn check_fetched(cols: &[f64], ids: &[u32], n: usize, width: usize, id_cols: usize) -> Result<()> {
+    if cols.len() != n * width || ids.len() != n * id_cols {
+        return Err(RunError::DeviceStats(format!(
+            "expected {n} × {width} statistics and {n} × {id_cols} ids, got {} and {}",
+            cols.len(),
+            ids.len()
+        )));
+    }
+    Ok(())
 }
 
 /// `Some((N, V))` for a 2-D tensor with `N == targets.len()` and `V > 0`; `None` for shapes the
