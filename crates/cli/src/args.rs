@@ -83,6 +83,18 @@ impl DtypeArg {
     }
 }
 
+/// Where per-token statistics are computed.
+#[derive(ValueEnum, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StatsOnArg {
+    /// On the device for CUDA models, on the host otherwise.
+    Auto,
+    /// On the host in f64 from logits copied off the device.
+    Host,
+    /// Where the logits live, in f32; only per-token statistics cross to the host.
+    Device,
+}
+
 #[derive(ValueEnum, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum PerTokenArg {
@@ -132,10 +144,16 @@ pub struct RunOptions {
     /// cpu or cuda:N [default: cpu].
     #[arg(long)]
     pub device: Option<String>,
-    /// Compute dtype for safetensors and dequantized GGUF weights [default: f32]; f64 is for
-    /// reference-grade numbers, bf16/f16 for GPUs. Quantized GGUF kernels always run in f32.
+    /// Compute dtype for safetensors and dequantized GGUF weights [default: bf16 on cuda:N, f32 on
+    /// cpu]; f64 is for reference-grade numbers, bf16/f16 for GPUs. Quantized GGUF kernels always
+    /// run in f32.
     #[arg(long, value_enum)]
     pub dtype: Option<DtypeArg>,
+    /// Where per-token statistics are computed: host (f64, from logits copied off the device),
+    /// device (f32 where the logits live; only per-token statistics cross to the host), or auto
+    /// (device on cuda:N, host on cpu) [default: auto].
+    #[arg(long, value_enum)]
+    pub stats_on: Option<StatsOnArg>,
     /// Write summary.json, per-token rows and checkpoints here.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -174,7 +192,7 @@ impl RunOptions {
         }
         take!(
             model, data, protocol, window, stride, bos, text_field, max_tokens, max_chunks,
-            batch_size, device, dtype, out, per_token, threads
+            batch_size, device, dtype, stats_on, out, per_token, threads
         );
         take!(checkpoint_seconds);
         self.dequantize |= file.dequantize;

@@ -12,10 +12,10 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use surprisal_runner::job::{self, JobSpec, ModelSpec};
 use surprisal_runner::{
-    BarProgress, BosMode, ProtocolConfig, ProtocolKind, RowsFormat, RunError, RunOptions,
+    BarProgress, BosMode, ProtocolConfig, ProtocolKind, RowsFormat, RunError, RunOptions, StatsOn,
 };
 
-use args::{BosArg, Cli, Command, DtypeArg, PerTokenArg, ProtocolArg, RunOptions as Flags};
+use args::{BosArg, Cli, Command, PerTokenArg, ProtocolArg, RunOptions as Flags, StatsOnArg};
 
 /// Every layer allocates activation buffers of tens of MB; glibc hands such sizes back to the
 /// kernel on free and page-faults zeroed ones in on the next batch (5 % of the CPU time of an eval
@@ -223,6 +223,11 @@ fn resolve(f: &Flags) -> Result<(ModelSpec, JobSpec)> {
         .as_ref()
         .map(|p| PathBuf::from(expand_home(&p.display().to_string())));
     run.resume = f.resume;
+    run.stats_on = match f.stats_on.unwrap_or(StatsOnArg::Auto) {
+        StatsOnArg::Auto => StatsOn::Auto,
+        StatsOnArg::Host => StatsOn::Host,
+        StatsOnArg::Device => StatsOn::Device,
+    };
     if let Some(s) = f.checkpoint_seconds {
         run.checkpoint_interval = std::time::Duration::from_secs(s);
     }
@@ -245,7 +250,8 @@ fn resolve(f: &Flags) -> Result<(ModelSpec, JobSpec)> {
     let model = ModelSpec {
         reference: expand_home(model),
         device: f.device.clone().unwrap_or_else(|| "cpu".into()),
-        dtype: f.dtype.unwrap_or(DtypeArg::F32).name().into(),
+        // None: the device's default (bf16 on CUDA, f32 on the CPU), see job::default_dtype
+        dtype: f.dtype.map(|d| d.name().into()),
         dequantize: f.dequantize,
     };
     let jobspec = JobSpec {

@@ -98,6 +98,40 @@ impl Scorer for CandleScorer {
         if pairs.is_empty() {
             return Ok(());
         }
+        let logits = self.logits_on_device(hidden, pairs)?;
+        let flat = logits
+            .flatten_all()
+            .and_then(|x| x.to_device(&Device::Cpu))
+            .and_then(|x| x.to_vec1::<f32>())
+            .map_err(model_err)?;
+        // move, not copy: a third chunk-sized buffer would raise peak memory by half
+        *out = flat;
+        Ok(())
+    }
+
+    fn logits_device(&self) -> Option<Device> {
+        Some(self.model.device().clone())
+    }
+
+    fn logits_tensor(
+        &self,
+        hidden: &BatchHidden,
+        pairs: &[(usize, usize)],
+    ) -> Result<Option<Tensor>> {
+        if pairs.is_empty() {
+            let v = self.model.vocab_size();
+            let empty =
+                Tensor::zeros((0, v), DType::F32, self.model.device()).map_err(model_err)?;
+            return Ok(Some(empty));
+        }
+        self.logits_on_device(hidden, pairs).map(Some)
+    }
+}
+
+impl CandleScorer {
+    /// `(pairs.len(), vocab)` f32 logits of the given `(row, position)` pairs, on the model's
+    /// device: the gathered hidden rows through the output head.
+    fn logits_on_device(&self, hidden: &BatchHidden, pairs: &[(usize, usize)]) -> Result<Tensor> {
         let (b, t, h) = hidden.hidden.dims3().map_err(model_err)?;
         debug_assert_eq!(t, hidden.padded_len);
         let index: Vec<u32> = pairs
@@ -120,15 +154,7 @@ impl Scorer for CandleScorer {
             .reshape((b * t, h))
             .and_then(|x| x.index_select(&index, 0))
             .map_err(model_err)?;
-        let logits = self.model.logits(&rows)?;
-        let flat = logits
-            .flatten_all()
-            .and_then(|x| x.to_device(&Device::Cpu))
-            .and_then(|x| x.to_vec1::<f32>())
-            .map_err(model_err)?;
-        // move, not copy: a third chunk-sized buffer would raise peak memory by half
-        *out = flat;
-        Ok(())
+        Ok(self.model.logits(&rows)?)
     }
 }
 

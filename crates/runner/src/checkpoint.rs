@@ -54,6 +54,17 @@ pub struct Fingerprint {
     pub rows: RowsFormat,
     /// Compute dtype (changes the numbers).
     pub dtype: String,
+    /// Where per-token statistics are computed (`host` or `device`, resolved from `--stats-on`).
+    /// Part of the fingerprint because the two paths differ at the f32 level (device sums are
+    /// f32, host sums f64) and a resumed run promises the same `summary.json` as an uninterrupted
+    /// one; `--stats-on device` runs on every device, so the original setting can always be given
+    /// again. Checkpoints written before this field existed were all `host`.
+    #[serde(default = "host_stats")]
+    pub stats_on: String,
+}
+
+fn host_stats() -> String {
+    "host".into()
 }
 
 impl Fingerprint {

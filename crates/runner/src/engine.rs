@@ -40,10 +40,12 @@ use rayon::prelude::*;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use surprisal_metrics::{
-    log_mass, pair_stats, token_stats, EvalAggregate, EvalSummary, MetricsError,
+    log_mass, pair_stats, token_stats, EvalAggregate, EvalSummary, MetricsError, PairStats,
+    TokenStats,
 };
 
 use crate::checkpoint::{self, Fingerprint};
+use crate::device_stats::{self, DeviceOutcome, StatsLocation, StatsOn, VocabMask};
 use crate::document::Document;
 use crate::error::{Result, RunError};
 use crate::model::{Scorer, Tokenize};
@@ -63,6 +65,9 @@ pub const SUMMARY_FILE: &str = "summary.json";
 /// Bytes of f32 logits materialized at once (per model). A chunk exists up to twice while it is
 /// copied from the device tensor to host memory, so this bounds scoring memory to about
 /// 2 × 32 MiB per model, whatever the vocabulary: 170 rows for a 49k vocabulary, 55 for 152k.
+/// With `--stats-on device` nothing chunk-sized reaches the host, but the reductions of
+/// [`crate::device_stats`] hold several chunk-sized temporaries on the device (measured on the CPU
+/// device at 55 × 151 936: +273 MiB peak for eval, +368 MiB for a compare pair).
 pub const LOGIT_CHUNK_BYTES: usize = 32 << 20;
 
 /// `requested` logit rows per chunk, capped so a chunk of `vocab` f32 logits fits
@@ -97,6 +102,11 @@ pub struct RunOptions {
     /// batches: once it is set the run checkpoints its finished batches (with
     /// `out_dir`) and returns [`RunError::Interrupted`].
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// Where per-token statistics are computed (`--stats-on`): on the host in f64 from copied
+    /// logits, or where the logits live in f32 ([`crate::device_stats`]). `Auto` picks the device
+    /// for CUDA models. The resolved choice is part of the resume fingerprint and of
+    /// `summary.json` (`stats_on`).
+    pub stats_on: StatsOn,
 }
 
 impl PartialEq for RunOptions {
@@ -110,6 +120,7 @@ impl PartialEq for RunOptions {
             && self.resume == o.resume
             && self.checkpoint_interval == o.checkpoint_interval
             && self.words == o.words
+            && self.stats_on == o.stats_on
             && match (&self.interrupt, &o.interrupt) {
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),
                 (a, b) => a.is_none() && b.is_none(),
@@ -131,6 +142,7 @@ impl RunOptions {
             checkpoint_interval: Duration::from_secs(30),
             words: RowsFormat::None,
             interrupt: None,
+            stats_on: StatsOn::Auto,
         }
     }
 }
@@ -155,6 +167,8 @@ pub struct RunOutcome<S> {
     pub words_path: Option<PathBuf>,
     /// Whether this call only reloaded an already complete run.
     pub already_complete: bool,
+    /// Where the per-token statistics were computed (`RunOptions::stats_on` resolved).
+    pub stats_on: StatsLocation,
 }
 
 /// Evaluates `scorer` on `documents`.
@@ -175,8 +189,12 @@ where
     I: IntoIterator<Item = std::result::Result<Document, E>>,
     E: std::fmt::Display,
 {
+    let stats_on = opts.stats_on.resolve(&[scorer.logits_device()])?;
     run(
-        &EvalMode { s: scorer },
+        &EvalMode {
+            s: scorer,
+            stats_on,
+        },
         tokenizer,
         documents,
         opts,
@@ -215,10 +233,14 @@ where
             "compare needs provenance.reference_model".into(),
         ));
     }
+    let stats_on = opts
+        .stats_on
+        .resolve(&[model.logits_device(), reference.logits_device()])?;
     run(
         &CompareMode {
             m: model,
             r: reference,
+            stats_on,
         },
         tokenizer,
         documents,
@@ -257,6 +279,8 @@ trait Mode {
     const NAME: &'static str;
     fn max_context(&self) -> Option<usize>;
     fn vocab_size(&self) -> usize;
+    /// Where this run computes per-token statistics.
+    fn stats_on(&self) -> StatsLocation;
     fn count(agg: &Self::Agg) -> u64;
     fn summary(agg: &Self::Agg, bytes: Option<u64>, words: Option<u64>) -> Self::Summary;
     #[allow(clippy::too_many_arguments)]
@@ -276,7 +300,7 @@ trait Mode {
 /// Per-word inputs a batch must produce: `(nll, log P_bow)` per item, in
 /// item order, with `log P_bow` over `mask`.
 struct WordScores<'a> {
-    mask: &'a [bool],
+    mask: &'a VocabMask,
     out: &'a mut Vec<(f64, f64)>,
 }
 
@@ -323,6 +347,64 @@ fn base_row(st: &ScoredToken, ts: &surprisal_metrics::TokenStats, text: String) 
 
 struct EvalMode<'a, S> {
     s: &'a S,
+    stats_on: StatsLocation,
+}
+
+/// Statistics of one chunk, one entry per position: the per-token result (an error is reported
+/// for its position by the caller) and `log P_bow` when a word mask was given.
+type ChunkStats<T> = Vec<(std::result::Result<T, MetricsError>, Option<f64>)>;
+
+/// `logits_tensor` of a scorer that said it supports device tensors.
+fn device_logits<S: Scorer>(
+    s: &S,
+    hidden: &S::Hidden,
+    pairs: &[(usize, usize)],
+) -> Result<candle_core::Tensor> {
+    s.logits_tensor(hidden, pairs)?.ok_or_else(|| {
+        RunError::DeviceStats(
+            "the scorer named a logits device but returned no logits tensor".into(),
+        )
+    })
+}
+
+impl<S: Scorer> EvalMode<'_, S> {
+    /// One chunk's statistics: on the device when enabled and the chunk allows it, else on the
+    /// host from `buf` (filled from the device tensor when the device path handed the chunk back,
+    /// so the host path sees the same logits and reports the same error).
+    fn chunk_stats(
+        &self,
+        hidden: &S::Hidden,
+        pairs: &[(usize, usize)],
+        targets: &[u32],
+        mask: Option<&VocabMask>,
+        buf: &mut Vec<f32>,
+    ) -> Result<ChunkStats<TokenStats>> {
+        let v = self.s.vocab_size();
+        buf.clear();
+        if self.stats_on == StatsLocation::Device {
+            let logits = device_logits(self.s, hidden, pairs)?;
+            match device_stats::token_stats(&logits, targets, mask)? {
+                DeviceOutcome::Computed(rows) => {
+                    return Ok(rows
+                        .into_iter()
+                        .map(|r| (Ok(r.stats), r.log_mass_nats))
+                        .collect())
+                }
+                DeviceOutcome::HostNeeded(why) => {
+                    tracing::debug!(?why, "device statistics: chunk handed to the host path");
+                    *buf = device_stats::to_host(&logits)?;
+                }
+            }
+        } else {
+            self.s.logits(hidden, pairs, buf)?;
+        }
+        check_logits(buf.len(), pairs.len(), v)?;
+        let mask = mask.map(VocabMask::as_slice);
+        Ok(map_rows(pairs.len(), v, |k| {
+            let row = &buf[k * v..(k + 1) * v];
+            (token_stats(row, targets[k]), mask.map(|m| log_mass(row, m)))
+        }))
+    }
 }
 
 impl<S: Scorer> Mode for EvalMode<'_, S> {
@@ -334,6 +416,9 @@ impl<S: Scorer> Mode for EvalMode<'_, S> {
     }
     fn vocab_size(&self) -> usize {
         self.s.vocab_size()
+    }
+    fn stats_on(&self) -> StatsLocation {
+        self.stats_on
     }
     fn count(agg: &EvalAggregate) -> u64 {
         agg.count()
@@ -352,24 +437,17 @@ impl<S: Scorer> Mode for EvalMode<'_, S> {
         token_text: &dyn Fn(u32) -> String,
         on_error: &dyn Fn(&ScoredToken, MetricsError) -> RunError,
     ) -> Result<()> {
-        let v = self.s.vocab_size();
         let mask = words.as_ref().map(|w| w.mask);
         let hidden = self.s.forward(inputs)?;
         let mut buf = Vec::new();
         let mut pairs = Vec::with_capacity(chunk_rows);
+        let mut targets = Vec::with_capacity(chunk_rows);
         for chunk in items.chunks(chunk_rows) {
             pairs.clear();
             pairs.extend(chunk.iter().map(|(r, st)| (*r, st.position)));
-            buf.clear();
-            self.s.logits(&hidden, &pairs, &mut buf)?;
-            check_logits(buf.len(), pairs.len(), v)?;
-            let stats = map_rows(chunk.len(), v, |k| {
-                let row = &buf[k * v..(k + 1) * v];
-                (
-                    token_stats(row, chunk[k].1.token.id),
-                    mask.map(|m| log_mass(row, m)),
-                )
-            });
+            targets.clear();
+            targets.extend(chunk.iter().map(|(_, st)| st.token.id));
+            let stats = self.chunk_stats(&hidden, &pairs, &targets, mask, &mut buf)?;
             for ((_, st), (ts, lpb)) in chunk.iter().zip(stats) {
                 let ts = ts.map_err(|e| on_error(st, e))?;
                 agg.push(&ts, st.context_len());
@@ -388,6 +466,57 @@ impl<S: Scorer> Mode for EvalMode<'_, S> {
 struct CompareMode<'a, S, R> {
     m: &'a S,
     r: &'a R,
+    stats_on: StatsLocation,
+}
+
+impl<S: Scorer, R: Scorer> CompareMode<'_, S, R> {
+    /// One chunk's pair statistics; see [`EvalMode::chunk_stats`]. Words follow the model (not
+    /// the reference).
+    #[allow(clippy::too_many_arguments)]
+    fn chunk_stats(
+        &self,
+        hm: &S::Hidden,
+        hr: &R::Hidden,
+        pairs: &[(usize, usize)],
+        targets: &[u32],
+        mask: Option<&VocabMask>,
+        bm: &mut Vec<f32>,
+        br: &mut Vec<f32>,
+    ) -> Result<ChunkStats<PairStats>> {
+        let v = self.m.vocab_size();
+        bm.clear();
+        br.clear();
+        if self.stats_on == StatsLocation::Device {
+            let lm = device_logits(self.m, hm, pairs)?;
+            let lr = device_logits(self.r, hr, pairs)?;
+            match device_stats::pair_stats(&lm, &lr, targets, mask)? {
+                DeviceOutcome::Computed(rows) => {
+                    return Ok(rows
+                        .into_iter()
+                        .map(|r| (Ok(r.stats), r.log_mass_nats))
+                        .collect())
+                }
+                DeviceOutcome::HostNeeded(why) => {
+                    tracing::debug!(?why, "device statistics: chunk handed to the host path");
+                    *bm = device_stats::to_host(&lm)?;
+                    *br = device_stats::to_host(&lr)?;
+                }
+            }
+        } else {
+            self.m.logits(hm, pairs, bm)?;
+            self.r.logits(hr, pairs, br)?;
+        }
+        check_logits(bm.len(), pairs.len(), v)?;
+        check_logits(br.len(), pairs.len(), v)?;
+        let mask = mask.map(VocabMask::as_slice);
+        Ok(map_rows(pairs.len(), v, |k| {
+            let r = k * v..(k + 1) * v;
+            (
+                pair_stats(&bm[r.clone()], &br[r.clone()], targets[k]),
+                mask.map(|m| log_mass(&bm[r], m)),
+            )
+        }))
+    }
 }
 
 impl<S: Scorer, R: Scorer> Mode for CompareMode<'_, S, R> {
@@ -402,6 +531,9 @@ impl<S: Scorer, R: Scorer> Mode for CompareMode<'_, S, R> {
     }
     fn vocab_size(&self) -> usize {
         self.m.vocab_size()
+    }
+    fn stats_on(&self) -> StatsLocation {
+        self.stats_on
     }
     fn count(agg: &CompareAgg) -> u64 {
         agg.metrics.count()
@@ -420,29 +552,18 @@ impl<S: Scorer, R: Scorer> Mode for CompareMode<'_, S, R> {
         token_text: &dyn Fn(u32) -> String,
         on_error: &dyn Fn(&ScoredToken, MetricsError) -> RunError,
     ) -> Result<()> {
-        let v = self.m.vocab_size();
         let mask = words.as_ref().map(|w| w.mask);
         let hm = self.m.forward(inputs)?;
         let hr = self.r.forward(inputs)?;
         let (mut bm, mut br) = (Vec::new(), Vec::new());
         let mut pairs = Vec::with_capacity(chunk_rows);
+        let mut targets = Vec::with_capacity(chunk_rows);
         for chunk in items.chunks(chunk_rows) {
             pairs.clear();
             pairs.extend(chunk.iter().map(|(r, st)| (*r, st.position)));
-            bm.clear();
-            br.clear();
-            self.m.logits(&hm, &pairs, &mut bm)?;
-            self.r.logits(&hr, &pairs, &mut br)?;
-            check_logits(bm.len(), pairs.len(), v)?;
-            check_logits(br.len(), pairs.len(), v)?;
-            let stats = map_rows(chunk.len(), v, |k| {
-                let r = k * v..(k + 1) * v;
-                (
-                    pair_stats(&bm[r.clone()], &br[r.clone()], chunk[k].1.token.id),
-                    // words follow the model (not the reference)
-                    mask.map(|m| log_mass(&bm[r], m)),
-                )
-            });
+            targets.clear();
+            targets.extend(chunk.iter().map(|(_, st)| st.token.id));
+            let stats = self.chunk_stats(&hm, &hr, &pairs, &targets, mask, &mut bm, &mut br)?;
             for ((row_in_batch, st), (ps, lpb)) in chunk.iter().zip(stats) {
                 let ps = ps.map_err(|e| on_error(st, e))?;
                 agg.metrics.push(&ps, st.context_len());
@@ -494,6 +615,7 @@ fn build_fingerprint(
     p: &ResolvedProtocol,
     opts: &RunOptions,
     prov: &Provenance,
+    stats_on: StatsLocation,
 ) -> Fingerprint {
     Fingerprint {
         mode: mode.into(),
@@ -514,6 +636,7 @@ fn build_fingerprint(
         max_chunks: p.max_chunks,
         rows: opts.rows,
         dtype: prov.dtype.clone(),
+        stats_on: stats_on.name().into(),
     }
 }
 
@@ -572,7 +695,14 @@ where
             ));
         }
     }
-    let fp = build_fingerprint(M::NAME, &|| tokenizer.fingerprint(), &resolved, opts, prov);
+    let fp = build_fingerprint(
+        M::NAME,
+        &|| tokenizer.fingerprint(),
+        &resolved,
+        opts,
+        prov,
+        mode.stats_on(),
+    );
     let proto_report = ProtocolReport::new(&opts.protocol, resolved.bos.is_some(), opts.batch_size);
     let words_used = resolved.kind == ProtocolKind::Rolling;
 
@@ -624,6 +754,7 @@ where
                         rows_path: opts.rows.file_name().map(|n| dir.join(n)),
                         words_path: opts.words.words_file_name().map(|n| dir.join(n)),
                         already_complete: true,
+                        stats_on: mode.stats_on(),
                     });
                 }
                 tracing::info!(
@@ -668,7 +799,7 @@ where
                 &tokenizer.eos_id().into_iter().collect::<Vec<_>>(),
             );
             words = Some(Words {
-                mask,
+                mask: VocabMask::new(mask),
                 sink: RowSink::open(dir, opts.words, wparts, wrows)?,
                 kind: resolved.kind,
                 bos_used: resolved.bos.is_some(),
@@ -737,6 +868,7 @@ where
             protocol: &proto_report,
             started_at: &st.started_at,
             finished_at: &finished_at,
+            stats_on: mode.stats_on(),
         };
         let sp = dir.join(SUMMARY_FILE);
         write_json_atomic(&sp, &file)?;
@@ -753,6 +885,7 @@ where
         rows_path,
         words_path,
         already_complete: false,
+        stats_on: mode.stats_on(),
     })
 }
 
@@ -1131,7 +1264,7 @@ impl PendingDoc {
 /// Per-word rows of a run: the word-boundary mask, the documents in flight
 /// and the `words.*` sink.
 struct Words {
-    mask: Vec<bool>,
+    mask: VocabMask,
     sink: RowSink<WordRow>,
     kind: ProtocolKind,
     bos_used: bool,

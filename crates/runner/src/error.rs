@@ -18,6 +18,10 @@ pub enum RunError {
     /// The model (scorer) failed.
     #[error("model error: {0}")]
     Model(String),
+    /// Statistics computed on the model's device failed (a tensor operation or a copy to the
+    /// host); see `crate::device_stats`. Kept apart from `Model` because `--stats-on host` avoids it.
+    #[error("device statistics: {0}")]
+    DeviceStats(String),
     /// A metric could not be computed for one scored token (e.g. NaN logits).
     #[error("metrics error at {source_name} (document {doc}, token {index} of the document, window position {position}): {message}")]
     Metrics {

@@ -24,8 +24,9 @@ pub struct ModelSpec {
     pub reference: String,
     /// `cpu` or `cuda:N`.
     pub device: String,
-    /// `f32`, `f64`, `bf16` or `f16`: activations and dense weights.
-    pub dtype: String,
+    /// `f32`, `f64`, `bf16` or `f16`: activations and dense weights. `None`: the default for the
+    /// device and model, see [`default_dtype`].
+    pub dtype: Option<String>,
     /// GGUF: run with f32 weights instead of quantized kernels.
     pub dequantize: bool,
 }
@@ -82,6 +83,18 @@ pub fn parse_dtype(s: &str) -> Result<DType> {
     }
 }
 
+/// The compute dtype when `--dtype` is not given: bf16 on CUDA (the GPU's fast path; issue #7's
+/// "compute in bf16", with logits and statistics still in f32), f32 on the CPU (candle's CPU bf16 is
+/// slower than f32 and less precise), and always f32 for quantized GGUF kernels, which run in f32
+/// only (an explicit other dtype is refused for them, the default must not be).
+pub fn default_dtype(device: &Device, quantized_gguf: bool) -> DType {
+    if device.is_cuda() && !quantized_gguf {
+        DType::BF16
+    } else {
+        DType::F32
+    }
+}
+
 /// A loaded model with what the report says about it.
 pub struct Loaded {
     pub scorer: CandleScorer,
@@ -94,13 +107,16 @@ pub struct Loaded {
 pub fn load_model(spec: &ModelSpec) -> Result<Loaded> {
     let source = ModelSource::parse(&spec.reference)?;
     let device = parse_device(&spec.device)?;
-    let dtype = parse_dtype(&spec.dtype)?;
+    let gguf = matches!(source, ModelSource::Gguf { .. });
+    let dtype = match &spec.dtype {
+        Some(d) => parse_dtype(d)?,
+        None => default_dtype(&device, gguf && !spec.dequantize),
+    };
     let opts = LoadOptions {
         device,
         dtype,
         dequantize: spec.dequantize,
     };
-    let gguf = matches!(source, ModelSource::Gguf { .. });
     if spec.dequantize && !gguf {
         return Err(RunError::Config(format!(
             "--dequantize applies to GGUF files only; {} is not a .gguf file",
@@ -108,9 +124,10 @@ pub fn load_model(spec: &ModelSpec) -> Result<Loaded> {
         )));
     }
     if gguf && !spec.dequantize && dtype != DType::F32 {
+        let name = spec.dtype.as_deref().unwrap_or("");
         return Err(RunError::Config(format!(
-            "--dtype {}: quantized GGUF kernels run in f32; add --dequantize to run {} with {} weights",
-            spec.dtype, spec.reference, spec.dtype
+            "--dtype {name}: quantized GGUF kernels run in f32; add --dequantize to run {} with {name} weights",
+            spec.reference
         )));
     }
     let loaded = surprisal_models::load(&source, &opts)?;
@@ -276,7 +293,15 @@ fn tokenizer_difference(va: &[String], vb: &[String], ma: &[String], mb: &[Strin
 
 #[cfg(test)]
 mod tests {
-    use super::tokenizer_difference;
+    use super::{default_dtype, tokenizer_difference};
+    use candle_core::{DType, Device};
+
+    #[test]
+    fn dtype_defaults_to_f32_on_the_cpu_and_for_quantized_kernels() {
+        // (a CUDA device cannot be made without a GPU; `is_cuda` picks bf16 there)
+        assert_eq!(default_dtype(&Device::Cpu, false), DType::F32);
+        assert_eq!(default_dtype(&Device::Cpu, true), DType::F32);
+    }
 
     fn v(s: &[&str]) -> Vec<String> {
         s.iter().map(|x| x.to_string()).collect()

@@ -4,6 +4,7 @@
 //! * [`model`]: the [`Tokenize`] / [`Scorer`] traits; [`candle_model`] implements them for
 //!   `surprisal-models`.
 //! * [`engine`]: [`evaluate`] and [`compare`].
+//! * [`device_stats`]: per-token statistics computed where the logits live (`--stats-on device`).
 //! * [`report`], [`rows`], [`checkpoint`]: `summary.json`, per-token rows,
 //!   resume.
 //! * [`data`], [`words`]: dataset readers and per-word surprisal.
@@ -11,6 +12,7 @@
 pub mod candle_model;
 pub mod checkpoint;
 pub mod data;
+pub mod device_stats;
 pub mod document;
 pub mod engine;
 pub mod error;
@@ -23,6 +25,7 @@ pub mod rows;
 pub mod top_kl;
 pub mod words;
 
+pub use device_stats::{StatsLocation, StatsOn};
 pub use document::Document;
 pub use engine::{compare, evaluate, RunOptions, RunOutcome};
 pub use error::{Result, RunError};

@@ -1,6 +1,8 @@
 //! What the runner needs from a tokenizer and a model. The CLI implements
 //! these for the real (candle) models; tests use a deterministic mock.
 
+use candle_core::{Device, Tensor};
+
 use crate::error::Result;
 
 /// A tokenized text: token ids and each token's byte span in the text.
@@ -64,4 +66,25 @@ pub trait Scorer {
         pairs: &[(usize, usize)],
         out: &mut Vec<f32>,
     ) -> Result<()>;
+
+    /// The device whose tensors [`Scorer::logits_tensor`] returns, or `None` (the default) when
+    /// the scorer cannot hand out device tensors; statistics are then always computed on the host
+    /// from [`Scorer::logits`]. The engine asks once per run to decide where statistics are
+    /// computed (`--stats-on auto` picks the device when it is CUDA, see
+    /// [`crate::device_stats::StatsOn`]).
+    fn logits_device(&self) -> Option<Device> {
+        None
+    }
+    /// Like [`Scorer::logits`], but the `(pairs.len(), vocab_size())` f32 logits stay a tensor on
+    /// [`Scorer::logits_device`], so [`crate::device_stats`] can reduce them where they live and
+    /// only per-token statistics cross to the host. Only called when `logits_device` is `Some`;
+    /// `Ok(None)` (the default) means "not supported" and is reported as an error.
+    fn logits_tensor(
+        &self,
+        hidden: &Self::Hidden,
+        pairs: &[(usize, usize)],
+    ) -> Result<Option<Tensor>> {
+        let _ = (hidden, pairs);
+        Ok(None)
+    }
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::device_stats::StatsLocation;
 use crate::error::{Result, RunError};
 use crate::protocol::{BosMode, ProtocolConfig, ProtocolKind};
 
@@ -135,6 +136,9 @@ pub struct SummaryFile<'a, S: Serialize> {
     pub started_at: &'a str,
     /// RFC 3339 end time.
     pub finished_at: &'a str,
+    /// Where per-token statistics were computed: `host` (f64 from logits copied off the device)
+    /// or `device` (f32 reductions where the logits live, see `crate::device_stats`).
+    pub stats_on: StatsLocation,
 }
 
 /// Writes `bytes` to `path` atomically: temp file in the same directory,
