@@ -17,12 +17,6 @@ use surprisal_runner::{
 
 use args::{BosArg, Cli, Command, PerTokenArg, ProtocolArg, RunOptions as Flags, StatsOnArg};
 
-/// Every layer allocates activation buffers of tens of MB; glibc hands such sizes back to the
-/// kernel on free and page-faults zeroed ones in on the next batch (5 % of the CPU time of an eval
-/// went to the kernel). mimalloc keeps them for reuse.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Exit status for usage and input errors (bad flags, unreadable model or data).
 const EXIT_USAGE: u8 = 2;
 
@@ -47,7 +41,22 @@ fn install_interrupt_handler() -> Arc<AtomicBool> {
     flag
 }
 
+/// Every layer allocates activation buffers of a few to tens of MB. By default glibc serves those
+/// with fresh mmaps (or trims the heap after them) and the kernel zeroes new pages for the next
+/// batch: 600k page faults and ~5 % of an eval's CPU time. Keeping them in the heap for reuse
+/// costs only the peak working set, which is bounded anyway (see docs/benchmarks.md).
+fn keep_freed_memory_for_reuse() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before any worker thread starts.
+    unsafe {
+        // 32 MiB is glibc's largest allowed mmap threshold (allocations above it stay mmapped).
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
 fn main() -> ExitCode {
+    keep_freed_memory_for_reuse();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
