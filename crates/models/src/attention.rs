@@ -74,16 +74,13 @@ impl Attention {
             Some(n) => n.forward(&k)?,
             None => k,
         };
-        // (B, T, H, D) -> (B, H, T, D)
-        let q = rope.apply(&q.transpose(1, 2)?)?;
-        let k = rope.apply(&k.transpose(1, 2)?)?;
-        let v = v.transpose(1, 2)?.contiguous()?;
         let scale = 1.0 / (d as f64).sqrt();
         if x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
-            // One op, no temporaries (same arithmetic as below): see `attention_cpu`.
-            let out = q.contiguous()?.apply_op3_no_bwd(
-                &k.contiguous()?,
-                &v,
+            // One op, no temporaries and no transposed copies (same arithmetic as below): see
+            // `attention_cpu`. q, k, v stay (B, T, heads, D).
+            let out = rope.apply_thd(&q)?.apply_op3_no_bwd(
+                &rope.apply_thd(&k)?,
+                &v.contiguous()?,
                 &CpuCausalAttention {
                     scale,
                     sliding_window: self.sliding_window,
@@ -91,6 +88,10 @@ impl Attention {
             )?; // (B, T, H*D)
             return self.o_proj.forward(&out);
         }
+        // (B, T, H, D) -> (B, H, T, D)
+        let q = rope.apply(&q.transpose(1, 2)?)?;
+        let k = rope.apply(&k.transpose(1, 2)?)?;
+        let v = v.transpose(1, 2)?.contiguous()?;
         // Query head j uses kv head j / n_rep: (B, H, T, D) -> (B, KV, n_rep, T, D)
         let q = q.reshape((b, kv, n_rep, t, d))?;
 

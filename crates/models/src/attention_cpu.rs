@@ -17,7 +17,8 @@ use crate::mask::{softmax_row, visible_keys};
 /// Queries per block: the scores of one block are at most (QUERY_BLOCK, T).
 const QUERY_BLOCK: usize = 128;
 
-/// q: (B, H, T, D), k and v: (B, KV, T, D), contiguous; query head j reads kv head j / (H / KV).
+/// q: (B, T, H, D), k and v: (B, T, KV, D), contiguous (the layout the projections write, read
+/// with strides, so nothing is transposed); query head j reads kv head j / (H / KV).
 /// Output: (B, T, H·D).
 pub(crate) struct CpuCausalAttention {
     pub scale: f64,
@@ -40,15 +41,18 @@ impl CpuCausalAttention {
         let (t, d) = (s.t, s.d);
         let n_rep = s.h / s.kv;
         let scale = T::from_f64(self.scale);
+        // row strides: of one position's queries, of one position's keys/values
+        let (q_rs, kv_rs) = (s.h * d, s.kv * d);
         // One task per (batch row, head), each computing that head's (T, D) output.
         let heads: Vec<Vec<T>> = (0..s.b * s.h)
             .into_par_iter()
             .map(|bh| {
                 let (bi, hi) = (bh / s.h, bh % s.h);
-                let kvh = bi * s.kv + hi / n_rep;
-                let qh = &q[bh * t * d..][..t * d];
-                let kh = &k[kvh * t * d..][..t * d];
-                let vh = &v[kvh * t * d..][..t * d];
+                let kvh = hi / n_rep;
+                // this head's first query / key / value; position p is `p * stride` further
+                let qh = &q[(bi * t * s.h + hi) * d..];
+                let kh = &k[(bi * t * s.kv + kvh) * d..];
+                let vh = &v[(bi * t * s.kv + kvh) * d..];
                 let mut out = vec![T::zero(); t * d];
                 let mut scores = vec![T::zero(); QUERY_BLOCK.min(t) * t];
                 let mut start = 0;
@@ -58,27 +62,40 @@ impl CpuCausalAttention {
                     let end = start + len;
                     let sc = &mut scores[..len * end];
                     // (len, D) rows of q times kᵀ (D, end), read from the rows of k
-                    matmul(len, end, d, sc, end, &qh[start * d..], d, kh, 1, d);
+                    matmul(
+                        len,
+                        end,
+                        d,
+                        sc,
+                        end,
+                        &qh[start * q_rs..],
+                        q_rs,
+                        kh,
+                        1,
+                        kv_rs,
+                    );
                     for (i, row) in sc.chunks_exact_mut(end).enumerate() {
                         let (lo, hi) = visible_keys(start + i, end, self.sliding_window);
                         softmax_row(row, lo, hi, scale);
                     }
                     // the scores (len, end) times the rows of v (end, D), into this head's rows
-                    matmul(len, d, end, &mut out[start * d..], d, sc, end, vh, d, 1);
+                    matmul(len, d, end, &mut out[start * d..], d, sc, end, vh, kv_rs, 1);
                     start = end;
                 }
                 out
             })
             .collect();
-        // (B, H, T, D) -> (B, T, H, D)
+        // (B, H, T, D) -> (B, T, H, D), one output position per task
         let mut out = vec![T::zero(); s.b * t * s.h * d];
-        for (bh, head) in heads.iter().enumerate() {
-            let (bi, hi) = (bh / s.h, bh % s.h);
-            for (pos, row) in head.chunks_exact(d).enumerate() {
-                let at = ((bi * t + pos) * s.h + hi) * d;
-                out[at..at + d].copy_from_slice(row);
-            }
-        }
+        out.par_chunks_mut(s.h * d)
+            .enumerate()
+            .with_min_len(64)
+            .for_each(|(row, dst)| {
+                let (bi, pos) = (row / t, row % t);
+                for (hi, dst) in dst.chunks_exact_mut(d).enumerate() {
+                    dst.copy_from_slice(&heads[bi * s.h + hi][pos * d..][..d]);
+                }
+            });
         out
     }
 }
@@ -154,11 +171,11 @@ impl CustomOp3 for CpuCausalAttention {
         v: &CpuStorage,
         vl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (b, h, t, d) = ql.shape().dims4()?;
-        let (kb, kv, kt, kd) = kl.shape().dims4()?;
+        let (b, t, h, d) = ql.shape().dims4()?;
+        let (kb, kt, kv, kd) = kl.shape().dims4()?;
         if (kb, kt, kd) != (b, t, d) || vl.shape() != kl.shape() || kv == 0 || h % kv != 0 {
             candle_core::bail!(
-                "cpu attention: q {:?}, k {:?}, v {:?} do not fit (B, H, T, D) / (B, KV, T, D)",
+                "cpu attention: q {:?}, k {:?}, v {:?} do not fit (B, T, H, D) / (B, T, KV, D)",
                 ql.shape(),
                 kl.shape(),
                 vl.shape()
@@ -258,7 +275,12 @@ mod tests {
                     scale,
                     sliding_window: win,
                 };
-                let [q, k, v] = [&q, &k, &v].map(|x| x.to_dtype(dtype).unwrap());
+                // the op reads (B, T, heads, D)
+                let [q, k, v] = [&q, &k, &v].map(|x| {
+                    x.to_dtype(dtype)
+                        .and_then(|x| x.transpose(1, 2)?.contiguous())
+                        .unwrap()
+                });
                 let got = q.apply_op3_no_bwd(&k, &v, &op).unwrap();
                 assert_eq!(got.dims(), &[s.b, s.t, s.h * s.d]);
                 let got = flat(&got.to_dtype(DType::F64).unwrap());

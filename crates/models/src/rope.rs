@@ -51,6 +51,24 @@ impl RotaryEmbedding {
 }
 
 impl RopeTables {
+    /// x: (B, T, H, D), contiguous -> rotated, same shape: the layout the projections write, so
+    /// no transposed copy is needed. Same arithmetic as [`Self::apply`]: `rope_thd` is candle's
+    /// half-layout kernel for this layout; for the interleaved layout each position's H·D values
+    /// are one row of pairs, rotated by the (T, D/2) table repeated once per head.
+    pub fn apply_thd(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, h, d) = x.dims4()?;
+        let x = x.contiguous()?;
+        let out = match self.layout {
+            RopeLayout::Half => candle_nn::rotary_emb::rope_thd(&x, &self.cos, &self.sin)?,
+            RopeLayout::Interleaved => {
+                let (cos, sin) = (self.cos.repeat((1, h))?, self.sin.repeat((1, h))?);
+                let x = x.reshape((b, 1, t, h * d))?;
+                candle_nn::rotary_emb::rope_i(&x, &cos, &sin)?.reshape((b, t, h, d))?
+            }
+        };
+        Ok(out)
+    }
+
     /// x: (B, H, T, D) -> rotated, same shape.
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
         let x = x.contiguous()?;
