@@ -279,7 +279,7 @@ impl GgmlMatMul {
                 while r < rows {
                     let cnt = (rows - r).min(DOT_ROWS);
                     let mut res = [0f32; DOT_ROWS];
-                    self.dot_rows(simd, j, &a, kb, r0 + r, cnt, &mut res);
+                    self.dot_rows(simd, j, a, kb, r0 + r, cnt, &mut res);
                     for (i, v) in res[..cnt].iter().enumerate() {
                         out_rows[(r + i) * n + j] = *v;
                     }
@@ -304,7 +304,7 @@ impl GgmlMatMul {
                         while r < m {
                             let cnt = (m - r).min(DOT_ROWS);
                             let mut res = [0f32; DOT_ROWS];
-                            self.dot_rows(simd, j, &a, kb, r, cnt, &mut res);
+                            self.dot_rows(simd, j, a, kb, r, cnt, &mut res);
                             for (i, v) in res[..cnt].iter().enumerate() {
                                 tile[(r + i) * (c1 - c0) + (j - c0)] = *v;
                             }
