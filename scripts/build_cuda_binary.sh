@@ -12,8 +12,10 @@
 # Output: .gpu/bin/surprisal-cuda.xz and its .sha256 (the folder is ignored by git; name `.gpu/bin` in the
 # GPU tool's `carry`). Separate target dir (target/cuda), so the CPU build is not disturbed.
 #
-# Usage: bash scripts/build_cuda_binary.sh [--prepare-only]
+# Usage: bash scripts/build_cuda_binary.sh [--prepare-only | --check]
 #   --prepare-only: fetch the wheels and make the stubs, no cargo build (checks this script in seconds).
+#   --check: `cargo check --features cuda --all-targets` with that nvcc (no link, no binary): proves the
+#            CUDA code path compiles on a machine without a GPU (~15 min on 2 cores, cold).
 # Takes: ~100 MB of wheels once (~/.cache/surprisal/cuda-13.0); the build itself recompiles candle with
 # CUDA and nvcc-compiles candle's kernels (incl. its quantized mmq kernels): expect tens of minutes on 2 cores.
 set -euo pipefail
@@ -68,6 +70,10 @@ fi
 export CUDA_HOME=$root CUDA_PATH=$root NVCC=$root/bin/nvcc PATH=$root/bin:$PATH
 export CUDA_COMPUTE_CAP=90 CUDARC_CUDA_VERSION=13000
 export CARGO_TARGET_DIR=$repo/target/cuda
+if [ "${1:-}" = "--check" ]; then
+  cargo check --release --features cuda -p surprisal-cli --all-targets
+  exit
+fi
 cargo build --release --features cuda -p surprisal-cli
 bin=$CARGO_TARGET_DIR/release/surprisal
 echo "NEEDED: $(readelf -d "$bin" | grep NEEDED | sed -E 's/.*\[(.*)\]/\1/' | tr '\n' ' ')" >&2
