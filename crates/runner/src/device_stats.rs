@@ -194,21 +194,12 @@ pub enum DeviceOutcome<T> {
     HostNeeded(HostNeeded),
 }
 
-/// Statistics of one scored position (eval).
+/// Statistics of one scored position: `S` is [`TokenStats`] (eval) or [`PairStats`] (compare),
+/// with the same fields and definitions as the host's `token_stats` / `pair_stats`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct DeviceRow {
-    /// Same fields and definitions as the host's `token_stats`.
-    pub stats: TokenStats,
-    /// `log_mass` over the mask (nats), when a mask was given.
-    pub log_mass_nats: Option<f64>,
-}
-
-/// Statistics of one scored position (compare).
-#[derive(Clone, Debug, PartialEq)]
-pub struct DevicePair {
-    /// Same fields and definitions as the host's `pair_stats`.
-    pub stats: PairStats,
-    /// `log_mass` of the model's row over the mask (nats), when a mask was given.
+pub struct DeviceRow<S> {
+    pub stats: S,
+    /// `log_mass` of the (model's) row over the mask (nats), when a mask was given.
     pub log_mass_nats: Option<f64>,
 }
 
@@ -273,7 +264,7 @@ pub fn token_stats(
     logits: &Tensor,
     targets: &[u32],
     mask: Option<&VocabMask>,
-) -> Result<DeviceOutcome<DeviceRow>> {
+) -> Result<DeviceOutcome<DeviceRow<TokenStats>>> {
     let Some((n, v)) = check_shape(logits, targets)? else {
         return Ok(DeviceOutcome::HostNeeded(HostNeeded::Shape));
     };
@@ -310,7 +301,7 @@ pub fn pair_stats(
     reference: &Tensor,
     targets: &[u32],
     mask: Option<&VocabMask>,
-) -> Result<DeviceOutcome<DevicePair>> {
+) -> Result<DeviceOutcome<DeviceRow<PairStats>>> {
     let (Some((n, v)), Some(rshape)) = (
         check_shape(model, targets)?,
         check_shape(reference, targets)?,
@@ -353,7 +344,7 @@ pub fn pair_stats(
         };
         let target_prob_delta = m_stats.target_prob() - r_stats.target_prob();
         let top1_agrees = m_stats.top1_id == r_stats.top1_id;
-        out.push(DevicePair {
+        out.push(DeviceRow {
             stats: PairStats {
                 model: m_stats,
                 reference: r_stats,

@@ -45,7 +45,7 @@ use surprisal_metrics::{
 };
 
 use crate::checkpoint::{self, Fingerprint};
-use crate::device_stats::{self, DeviceOutcome, StatsLocation, StatsOn, VocabMask};
+use crate::device_stats::{self, DeviceOutcome, DeviceRow, StatsLocation, StatsOn, VocabMask};
 use crate::document::Document;
 use crate::error::{Result, RunError};
 use crate::model::{Scorer, Tokenize};
@@ -354,6 +354,13 @@ struct EvalMode<'a, S> {
 /// for its position by the caller) and `log P_bow` when a word mask was given.
 type ChunkStats<T> = Vec<(std::result::Result<T, MetricsError>, Option<f64>)>;
 
+/// A chunk computed on the device, in the shape the host path returns.
+fn device_chunk<S>(rows: Vec<DeviceRow<S>>) -> ChunkStats<S> {
+    rows.into_iter()
+        .map(|r| (Ok(r.stats), r.log_mass_nats))
+        .collect()
+}
+
 /// `logits_tensor` of a scorer that said it supports device tensors.
 fn device_logits<S: Scorer>(
     s: &S,
@@ -384,12 +391,7 @@ impl<S: Scorer> EvalMode<'_, S> {
         if self.stats_on == StatsLocation::Device {
             let logits = device_logits(self.s, hidden, pairs)?;
             match device_stats::token_stats(&logits, targets, mask)? {
-                DeviceOutcome::Computed(rows) => {
-                    return Ok(rows
-                        .into_iter()
-                        .map(|r| (Ok(r.stats), r.log_mass_nats))
-                        .collect())
-                }
+                DeviceOutcome::Computed(rows) => return Ok(device_chunk(rows)),
                 DeviceOutcome::HostNeeded(why) => {
                     tracing::debug!(?why, "device statistics: chunk handed to the host path");
                     *buf = device_stats::to_host(&logits)?;
@@ -490,12 +492,7 @@ impl<S: Scorer, R: Scorer> CompareMode<'_, S, R> {
             let lm = device_logits(self.m, hm, pairs)?;
             let lr = device_logits(self.r, hr, pairs)?;
             match device_stats::pair_stats(&lm, &lr, targets, mask)? {
-                DeviceOutcome::Computed(rows) => {
-                    return Ok(rows
-                        .into_iter()
-                        .map(|r| (Ok(r.stats), r.log_mass_nats))
-                        .collect())
-                }
+                DeviceOutcome::Computed(rows) => return Ok(device_chunk(rows)),
                 DeviceOutcome::HostNeeded(why) => {
                     tracing::debug!(?why, "device statistics: chunk handed to the host path");
                     *bm = device_stats::to_host(&lm)?;
