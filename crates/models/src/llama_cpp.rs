@@ -275,7 +275,6 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], s: &AttnShape) -> Vec<f32> {
     assert!(d % 16 == 0, "head_dim must be a multiple of 16");
     let q = round_f16(q);
     let k = round_f16(k);
-    let n_rep = h / kv;
     // V transposed per (batch row, kv head): (D, T padded to 16), f16-rounded, like llama.cpp's
     // transposed V cache; the padding is 0 (its probabilities are 0 too).
     let tp = t.next_multiple_of(16);
@@ -302,18 +301,21 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], s: &AttnShape) -> Vec<f32> {
             (0..t.div_ceil(QB)).map(move |c| (bi, hi, c * QB, ((c + 1) * QB).min(t)))
         })
         .collect();
-    let results: Vec<((usize, usize), Vec<f32>)> = items
+    let inputs = AttnInputs {
+        q: &q,
+        k: &k,
+        vt: &v,
+        s,
+    };
+    let results: Vec<((usize, usize, usize), Vec<f32>)> = items
         .into_par_iter()
         .map(|(bi, hi, i0, i1)| {
-            let g = hi / n_rep;
             let mut o = vec![0f32; (i1 - i0) * d];
-            attend_rows(&q, &k, &v, s, bi, hi, g, i0, i1, &mut o);
-            ((bi * t * h + hi, i0), o)
+            attend_rows(&inputs, bi, hi, i0, i1, &mut o);
+            ((bi, hi, i0), o)
         })
         .collect();
-    for ((base, i0), o) in results {
-        let bi = base / (t * h);
-        let hi = base % (t * h);
+    for ((bi, hi, i0), o) in results {
         for (r, row) in o.chunks(d).enumerate() {
             let i = i0 + r;
             let dst = ((bi * t + i) * h + hi) * d;
@@ -323,63 +325,45 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], s: &AttnShape) -> Vec<f32> {
     out
 }
 
-#[allow(clippy::too_many_arguments)]
-fn attend_rows(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    s: &AttnShape,
-    bi: usize,
-    hi: usize,
-    g: usize,
-    i0: usize,
-    i1: usize,
-    o: &mut [f32],
-) {
+/// What every (batch row, head, block of queries) task of [`attention`] reads: q (B, T, H·D), k
+/// (B, T, KV·D), and V transposed per (batch row, kv head) to (D, T padded to 16), all f16-rounded.
+struct AttnInputs<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    vt: &'a [f32],
+    s: &'a AttnShape,
+}
+
+/// Queries `i0..i1` of head `hi` of batch row `bi` into `o` ((i1 − i0) × D), with the widest
+/// vector instructions the CPU has (same operations, so the same bits, on every path).
+fn attend_rows(a: &AttnInputs, bi: usize, hi: usize, i0: usize, i1: usize, o: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx2,fma")]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn fma(
-            q: &[f32],
-            k: &[f32],
-            v: &[f32],
-            s: &AttnShape,
-            bi: usize,
-            hi: usize,
-            g: usize,
-            i0: usize,
-            i1: usize,
-            o: &mut [f32],
-        ) {
-            attend_rows_impl(q, k, v, s, bi, hi, g, i0, i1, o)
+        unsafe fn fma(a: &AttnInputs, bi: usize, hi: usize, i0: usize, i1: usize, o: &mut [f32]) {
+            attend_rows_impl(a, bi, hi, i0, i1, o)
         }
         #[target_feature(enable = "avx512f,avx2,fma")]
-        #[allow(clippy::too_many_arguments)]
         unsafe fn avx512(
-            q: &[f32],
-            k: &[f32],
-            v: &[f32],
-            s: &AttnShape,
+            a: &AttnInputs,
             bi: usize,
             hi: usize,
-            g: usize,
             i0: usize,
             i1: usize,
             o: &mut [f32],
         ) {
-            attend_rows_impl(q, k, v, s, bi, hi, g, i0, i1, o)
+            attend_rows_impl(a, bi, hi, i0, i1, o)
         }
         if has_avx512() {
             // SAFETY: the CPU has AVX-512F, AVX2 and FMA (checked at run time).
-            return unsafe { avx512(q, k, v, s, bi, hi, g, i0, i1, o) };
+            return unsafe { avx512(a, bi, hi, i0, i1, o) };
         }
         if has_fma() {
             // SAFETY: the CPU has AVX2 and FMA (checked at run time).
-            return unsafe { fma(q, k, v, s, bi, hi, g, i0, i1, o) };
+            return unsafe { fma(a, bi, hi, i0, i1, o) };
         }
     }
-    attend_rows_impl(q, k, v, s, bi, hi, g, i0, i1, o)
+    attend_rows_impl(a, bi, hi, i0, i1, o)
 }
 
 /// The 16 FMA lanes of q·k (over D, 16 at a time, as tinyBLAS's f16 GEMM) for the N keys
@@ -403,21 +387,12 @@ fn key_lanes<'a, const N: usize>(
     lanes
 }
 
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn attend_rows_impl(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    s: &AttnShape,
-    bi: usize,
-    hi: usize,
-    g: usize,
-    i0: usize,
-    i1: usize,
-    o: &mut [f32],
-) {
+fn attend_rows_impl(a: &AttnInputs, bi: usize, hi: usize, i0: usize, i1: usize, o: &mut [f32]) {
+    let AttnInputs { q, k, vt: v, s } = *a;
     let (t, h, kv, d) = (s.t, s.heads, s.kv_heads, s.d);
+    // query head hi reads kv head hi / (H / KV)
+    let g = hi / (h / kv);
     let tp = t.next_multiple_of(16);
     let qrow = |i: usize| &q[((bi * t + i) * h + hi) * d..][..d];
     let krow = |j: usize| &k[((bi * t + j) * kv + g) * d..][..d];
