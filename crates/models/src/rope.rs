@@ -22,6 +22,9 @@ pub struct RopeTables {
     cos: Tensor,
     sin: Tensor,
     layout: RopeLayout,
+    /// (heads, cos, sin) tables repeated once per head for [`Self::apply_thd`] (interleaved
+    /// layout), made on first use and shared by every layer of the forward pass.
+    per_position: std::sync::Mutex<Vec<(usize, Tensor, Tensor)>>,
 }
 
 impl RotaryEmbedding {
@@ -46,6 +49,7 @@ impl RotaryEmbedding {
             cos,
             sin,
             layout: self.layout,
+            per_position: Default::default(),
         })
     }
 }
@@ -61,12 +65,26 @@ impl RopeTables {
         let out = match self.layout {
             RopeLayout::Half => candle_nn::rotary_emb::rope_thd(&x, &self.cos, &self.sin)?,
             RopeLayout::Interleaved => {
-                let (cos, sin) = (self.cos.repeat((1, h))?, self.sin.repeat((1, h))?);
+                let (cos, sin) = self.repeated(h)?;
                 let x = x.reshape((b, 1, t, h * d))?;
                 candle_nn::rotary_emb::rope_i(&x, &cos, &sin)?.reshape((b, t, h, d))?
             }
         };
         Ok(out)
+    }
+
+    /// The (T, D/2) tables repeated `heads` times along the last dimension.
+    fn repeated(&self, heads: usize) -> Result<(Tensor, Tensor)> {
+        let mut made = self
+            .per_position
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, cos, sin)) = made.iter().find(|(h, _, _)| *h == heads) {
+            return Ok((cos.clone(), sin.clone()));
+        }
+        let (cos, sin) = (self.cos.repeat((1, heads))?, self.sin.repeat((1, heads))?);
+        made.push((heads, cos.clone(), sin.clone()));
+        Ok((cos, sin))
     }
 
     /// x: (B, H, T, D) -> rotated, same shape.
