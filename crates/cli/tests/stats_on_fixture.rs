@@ -19,7 +19,7 @@ use support::*;
 /// Float tolerance relative to `max(1, |host|)`; see the module docs.
 const REL: f64 = 1e-5;
 
-const DATA: &str = "crates/cli/tests/data/compare_text.txt";
+const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/compare_text.txt");
 const PROTOCOL: [&str; 8] = [
     "--protocol",
     "sliding",
@@ -31,24 +31,12 @@ const PROTOCOL: [&str; 8] = [
     "never",
 ];
 
-/// `surprisal <args> --quiet`, run in the repository root (where [`DATA`] is).
-fn in_root(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(bin())
-        .current_dir(repo_root())
-        .args(args)
-        .arg("--quiet")
-        .env_remove("SURPRISAL_LOG")
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .expect("cannot start the surprisal binary")
-}
-
-/// Runs `surprisal <args> --out DIR --per-token jsonl --words` (in the repository root) and returns
+/// Runs `surprisal <args> --out DIR --per-token jsonl --words` and returns
 /// the summary and the token and word rows.
 fn run_in(args: &[&str], dir: &Path) -> (Value, Vec<Value>, Vec<Value>) {
     let mut all: Vec<&str> = args.to_vec();
     all.extend(["--out", s(dir), "--per-token", "jsonl", "--words"]);
-    assert_ok(&in_root(&all));
+    assert_ok(&run(&all));
     let jsonl = |name: &str| -> Vec<Value> {
         std::fs::read_to_string(dir.join(name))
             .unwrap()
@@ -196,5 +184,5 @@ fn auto_is_host_on_the_cpu_and_the_config_key_works() {
     let out = tmp.path().join("bad-out");
     let mut b = args.clone();
     b.extend(["--config", s(&bad), "--out", s(&out)]);
-    assert_clean_error(&in_root(&b), Some(&out), &["bad.toml:2", "gpu"]);
+    assert_clean_error(&run(&b), Some(&out), &["bad.toml:2", "gpu"]);
 }
