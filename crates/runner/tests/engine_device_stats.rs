@@ -10,8 +10,8 @@ use candle_core::{Device, Tensor};
 use common::*;
 use serde_json::Value;
 use surprisal_runner::{
-    compare, evaluate, BosMode, Encoded, NoProgress, ProtocolKind, RowsFormat, RunError,
-    RunOptions, Scorer, StatsLocation, StatsOn, Tokenize,
+    compare, evaluate, BosMode, NoProgress, ProtocolKind, RowsFormat, RunError, RunOptions, Scorer,
+    StatsLocation, StatsOn, Tokenize,
 };
 
 /// Same float tolerance as `tests/device_stats.rs` (relative to `max(1, |host|)`); aggregates are
@@ -58,37 +58,16 @@ impl Scorer for DeviceMock {
 
 /// The mock tokenizer with a vocabulary in which every third token starts a word, so the
 /// word-boundary mask of `--words` selects a real subset.
-struct SpacedTok(MockTokenizer);
-
-impl Tokenize for SpacedTok {
-    fn encode(&self, text: &str) -> Result<Encoded, RunError> {
-        self.0.encode(text)
-    }
-    fn token_text(&self, id: u32) -> String {
-        self.0.token_text(id)
-    }
-    fn vocab_texts(&self, vocab: usize) -> Vec<String> {
-        (0..vocab)
-            .map(|i| {
-                if i % 3 == 0 {
-                    format!(" w{i}")
-                } else {
-                    format!("w{i}")
-                }
-            })
-            .collect()
-    }
-    fn bos_id(&self) -> Option<u32> {
-        self.0.bos_id()
-    }
-    fn eos_id(&self) -> Option<u32> {
-        self.0.eos_id()
-    }
-    fn adds_bos(&self) -> bool {
-        self.0.adds_bos()
-    }
-    fn fingerprint(&self) -> String {
-        self.0.fingerprint()
+fn spaced_tok() -> VocabTextTok {
+    VocabTextTok {
+        inner: MockTokenizer::new(true),
+        text: |i| {
+            if i % 3 == 0 {
+                format!(" w{i}")
+            } else {
+                format!("w{i}")
+            }
+        },
     }
 }
 
@@ -179,7 +158,7 @@ fn stats_on_of(dir: &std::path::Path) -> Value {
 #[test]
 fn eval_on_the_device_matches_the_host_path() {
     let docs = corpus(12);
-    let tok = SpacedTok(MockTokenizer::new(true));
+    let tok = spaced_tok();
     let model = DeviceMock(MockScorer::new(3));
     for kind in [
         ProtocolKind::Sliding,
@@ -224,7 +203,7 @@ fn eval_on_the_device_matches_the_host_path() {
 #[test]
 fn compare_on_the_device_matches_the_host_path() {
     let docs = corpus(12);
-    let tok = SpacedTok(MockTokenizer::new(true));
+    let tok = spaced_tok();
     let (m, r) = (
         DeviceMock(MockScorer::new(5)),
         DeviceMock(MockScorer::new(6)),

@@ -13,8 +13,8 @@ use surprisal_metrics::{log_mass, token_stats, EvalSummary};
 use surprisal_runner::protocol::{DocTotals, ModelTokens, Planner};
 use surprisal_runner::words::{bow_mask, mark_tokens, word_rows, TokenWordInput, WordRow};
 use surprisal_runner::{
-    compare, evaluate, BosMode, Document, Encoded, NoProgress, ProtocolConfig, ProtocolKind,
-    RowsFormat, RunError, RunOptions, RunOutcome, Tokenize,
+    compare, evaluate, BosMode, Document, NoProgress, ProtocolConfig, ProtocolKind, RowsFormat,
+    RunError, RunOptions, RunOutcome, Tokenize,
 };
 
 fn all_protocols() -> Vec<ProtocolConfig> {
@@ -29,45 +29,20 @@ fn all_protocols() -> Vec<ProtocolConfig> {
     ]
 }
 
-/// The mock tokenizer with a decoded vocabulary: even ids decode with a
-/// leading space (word-initial), odd ids without.
-struct WordsTok(MockTokenizer);
-
-impl Tokenize for WordsTok {
-    fn encode(&self, text: &str) -> Result<Encoded, RunError> {
-        self.0.encode(text)
-    }
-    fn token_text(&self, id: u32) -> String {
-        self.0.token_text(id)
-    }
-    fn vocab_texts(&self, vocab: usize) -> Vec<String> {
-        (0..vocab)
-            .map(|id| match id {
-                0 | 1 => String::new(),
-                i if i % 2 == 0 => format!(" w{i}"),
-                i => format!("w{i}"),
-            })
-            .collect()
-    }
-    fn bos_id(&self) -> Option<u32> {
-        self.0.bos_id()
-    }
-    fn eos_id(&self) -> Option<u32> {
-        self.0.eos_id()
-    }
-    fn adds_bos(&self) -> bool {
-        self.0.adds_bos()
-    }
-    fn fingerprint(&self) -> String {
-        self.0.fingerprint()
+/// The mock tokenizer with a decoded vocabulary: even ids decode with a leading space
+/// (word-initial), odd ids without; BOS and EOS decode to nothing.
+fn tok() -> VocabTextTok {
+    VocabTextTok {
+        inner: MockTokenizer::new(true),
+        text: |id| match id {
+            0 | 1 => String::new(),
+            i if i % 2 == 0 => format!(" w{i}"),
+            i => format!("w{i}"),
+        },
     }
 }
 
-fn tok() -> WordsTok {
-    WordsTok(MockTokenizer::new(true))
-}
-
-fn mask(t: &WordsTok) -> Vec<bool> {
+fn mask(t: &VocabTextTok) -> Vec<bool> {
     let mut m = bow_mask(t.vocab_texts(VOCAB).into_iter());
     mark_tokens(&mut m, &[EOS]);
     m
@@ -76,7 +51,7 @@ fn mask(t: &WordsTok) -> Vec<bool> {
 /// Independent expectation: plan the windows, compute every scored token's
 /// NLL and `log P_bow` from the mock rows, then `word_rows` per document.
 fn expected_words(
-    t: &WordsTok,
+    t: &VocabTextTok,
     model: &MockScorer,
     docs: &[Document],
     p: &ProtocolConfig,

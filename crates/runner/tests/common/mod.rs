@@ -220,3 +220,35 @@ pub fn proto(kind: ProtocolKind, window: usize, stride: usize, bos: BosMode) -> 
         max_chunks: None,
     }
 }
+
+/// The mock tokenizer with a chosen decoded vocabulary (`vocab_texts`), so that the word-boundary
+/// mask of `--words` (tokens decoding with a leading space start a word) selects a real subset.
+pub struct VocabTextTok {
+    pub inner: MockTokenizer,
+    /// Decoded text of token `id`.
+    pub text: fn(usize) -> String,
+}
+
+impl Tokenize for VocabTextTok {
+    fn encode(&self, text: &str) -> Result<Encoded, RunError> {
+        self.inner.encode(text)
+    }
+    fn token_text(&self, id: u32) -> String {
+        self.inner.token_text(id)
+    }
+    fn vocab_texts(&self, vocab: usize) -> Vec<String> {
+        (0..vocab).map(self.text).collect()
+    }
+    fn bos_id(&self) -> Option<u32> {
+        self.inner.bos_id()
+    }
+    fn eos_id(&self) -> Option<u32> {
+        self.inner.eos_id()
+    }
+    fn adds_bos(&self) -> bool {
+        self.inner.adds_bos()
+    }
+    fn fingerprint(&self) -> String {
+        self.inner.fingerprint()
+    }
+}
