@@ -184,20 +184,22 @@ fn eval_on_the_device_matches_the_host_path() {
         assert_eq!(stats_on_of(dd.path()), "device");
         assert_eq!(stats_on_of(dh.path()), "host");
         assert!(d.summary.tokens_scored > 100);
-        let (sd, td, wd) = outputs(dd.path());
-        let (sh, th, wh) = outputs(dh.path());
-        assert_json_close(&sd, &sh, &format!("{kind:?} summary"));
-        assert_json_close(
-            &Value::from(td),
-            &Value::from(th),
-            &format!("{kind:?} tokens"),
-        );
-        assert_json_close(
-            &Value::from(wd),
-            &Value::from(wh),
-            &format!("{kind:?} words"),
-        );
+        assert_outputs_close(dd.path(), dh.path(), &format!("{kind:?}"));
     }
+}
+
+/// The summaries, token rows and word rows a device run and a host run wrote agree
+/// ([`assert_json_close`]).
+fn assert_outputs_close(dev: &std::path::Path, host: &std::path::Path, what: &str) {
+    let (sd, td, wd) = outputs(dev);
+    let (sh, th, wh) = outputs(host);
+    assert_json_close(&sd, &sh, &format!("{what} summary"));
+    assert_json_close(
+        &Value::from(td),
+        &Value::from(th),
+        &format!("{what} tokens"),
+    );
+    assert_json_close(&Value::from(wd), &Value::from(wh), &format!("{what} words"));
 }
 
 #[test]
@@ -228,19 +230,7 @@ fn compare_on_the_device_matches_the_host_path() {
         let h = run(StatsOn::Host, dh.path());
         assert_eq!(d.stats_on, StatsLocation::Device);
         assert!(h.summary.mean_kl_nats > 0.01);
-        let (sd, td, wd) = outputs(dd.path());
-        let (sh, th, wh) = outputs(dh.path());
-        assert_json_close(&sd, &sh, &format!("{kind:?} summary"));
-        assert_json_close(
-            &Value::from(td),
-            &Value::from(th),
-            &format!("{kind:?} tokens"),
-        );
-        assert_json_close(
-            &Value::from(wd),
-            &Value::from(wh),
-            &format!("{kind:?} words"),
-        );
+        assert_outputs_close(dd.path(), dh.path(), &format!("{kind:?}"));
     }
 }
 
