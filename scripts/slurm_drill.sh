@@ -30,7 +30,8 @@
 # after the start): a broken scheduler fails with the daemon and job logs printed instead of hanging.
 #
 # Environment: SURPRISAL_BIN (default target/release/surprisal, built if missing), DRILL_MODEL,
-# DRILL_DATA, DRILL_ARGS (eval flags), DRILL_SHARDS (4), DRILL_KILL (both | requeue | hard | none),
+# DRILL_DATA, DRILL_ARGS (eval flags), DRILL_SHARD_ARGS (extra flags of the shards only, default
+# "--checkpoint-seconds 0" unless DRILL_KILL=none), DRILL_SHARDS (4), DRILL_KILL (both | requeue | hard | none),
 # DRILL_TIMEOUT (seconds), KEEP=1 keeps the work dir (kept anyway on failure).
 set -euo pipefail
 
@@ -56,12 +57,16 @@ if ((smollm2)); then
 else
     model="${DRILL_MODEL:-$root/crates/models/tests/fixtures/llama}"
     data="${DRILL_DATA:-$root/crates/cli/tests/fixtures/kill_resume.txt}"
-    # batch 1 and a checkpoint after every window: shards last a few seconds, so a kill lands mid-run
-    read -r -a flags <<<"${DRILL_ARGS:---protocol sliding --window 128 --stride 32 --batch-size 1 --per-token jsonl --words --checkpoint-seconds 0}"
+    # stride 32: 724 windows of one batch each, so the shards last a few seconds
+    read -r -a flags <<<"${DRILL_ARGS:---protocol sliding --window 128 --stride 32 --batch-size 1 --per-token jsonl --words}"
     timeout_s="${DRILL_TIMEOUT:-170}"
 fi
 shards="${DRILL_SHARDS:-4}"
 kill_mode="${DRILL_KILL:-both}"
+# the shards checkpoint after every batch (hidden flag), so an interrupted one has something to resume
+default_extra="--checkpoint-seconds 0"
+[[ "$kill_mode" != none ]] || default_extra=""
+read -r -a shard_extra <<<"${DRILL_SHARD_ARGS-$default_extra}"
 bin="${SURPRISAL_BIN:-$root/target/release/surprisal}"
 deadline=$((t_start + timeout_s))
 case "$kill_mode" in both | requeue | hard | none) ;; *)
@@ -289,8 +294,8 @@ EOF
 chmod +x "$work/timed-surprisal"
 out="$work/sharded"
 sb() { timeout 30 sbatch --parsable "$@" | cut -d';' -f1; }
-array="$(SURPRISAL_BIN="$work/timed-surprisal" sb --array=0-$((shards - 1)) --output="$work/jobs/shard-%a.out" \
-    "$root/scripts/cluster/shard.sbatch" "$shards" "$out" eval --model "$model" --data "$data" "${flags[@]}")" ||
+array="$(SURPRISAL_BIN="$work/timed-surprisal" SURPRISAL_LOG=info sb --array=0-$((shards - 1)) --output="$work/jobs/shard-%a.out" \
+    "$root/scripts/cluster/shard.sbatch" "$shards" "$out" eval --model "$model" --data "$data" "${flags[@]}" "${shard_extra[@]}")" ||
     fail "sbatch of the array failed"
 merge="$(SURPRISAL_BIN="$bin" sb --dependency="afterok:$array" --output="$work/jobs/merge.out" \
     "$root/scripts/cluster/merge.sbatch" "$out")" || fail "sbatch of the merge job failed"

