@@ -38,6 +38,7 @@ SKIP_KEYS = {
     "shard_index",
     "shard_count",
     "merged_from",
+    "merged_shards",
     "merge",
 }
 
