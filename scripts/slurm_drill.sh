@@ -166,10 +166,11 @@ fail() {
 }
 
 wait_until() { # wait_until WHAT CMD...: polls CMD every 0.1 s until it succeeds or the deadline passes
-    local what="$1"
+    local what="$1" end="${wait_end:-$deadline}"
     shift
+    ((end <= deadline)) || end=$deadline
     until "$@"; do
-        ((SECONDS < deadline)) || fail "timed out waiting for $what"
+        ((SECONDS < end)) || fail "timed out waiting for $what"
         sleep 0.1
     done
 }
@@ -239,7 +240,8 @@ slurmctld -i -f "$SLURM_CONF" || fail "slurmctld did not start"
 daemons_up=1
 slurmd -N localhost -f "$SLURM_CONF" || fail "slurmd did not start"
 node_idle() { [[ "$(timeout 5 sinfo -h -n localhost -o %T 2>/dev/null)" == idle ]]; }
-wait_until "the node to be idle (sinfo)" node_idle
+# bring-up takes a few seconds; a broken one fails after 30 s
+wait_end=$((SECONDS + 30)) wait_until "the node to be idle (sinfo)" node_idle
 log "Slurm up: slurmctld $(cat "$work/run/slurmctld.pid"), slurmd $(cat "$work/run/slurmd.pid"), munged $(cat "$work/run/munged.pid"); node localhost CPUs=$cpus RealMemory=$mem; ports $ctld_port/$slurmd_port"
 
 # ---- 2. unsharded reference, and the start-up cost ----
@@ -343,7 +345,7 @@ all_mid_run() {
 }
 if ((${#targets[@]})); then
     ((cpus >= 2)) || fail "interrupting shards needs a node with 2 CPUs (DRILL_KILL=none runs without)"
-    wait_until "tasks ${targets[*]} to be mid-run" all_mid_run
+    wait_end=$((SECONDS + 90)) wait_until "tasks ${targets[*]} to be mid-run" all_mid_run
 fi
 if [[ -n "$hard_task" ]]; then
     w="$(windows_done "$hard_task")"
