@@ -261,24 +261,45 @@ timed "$work/cpu/unsharded.txt" unsharded \
 cpu_ref="$(cpu_of "$work/cpu/unsharded.txt")"
 log "unsharded: $(cat "$work/cpu/unsharded.txt")"
 
+# start-up cost, stated beside the ratio (every shard pays it once):
+# - model load: an eval of a one-line text (one tiny window);
+# - start-up of this run (load + tokenizing the whole corpus + planning): for a `--max-chunks K`
+#   run, from a `--max-chunks 1` run, with cpu(k) = s + k*c.
+probe_flags=() # the run's flags without rows output and with --max-chunks set to $1 (if present)
+set_probe_flags() {
+    probe_flags=()
+    local i
+    for ((i = 0; i < ${#flags[@]}; i++)); do
+        case "${flags[$i]}" in
+        --words) ;;
+        --per-token) i=$((i + 1)) ;;
+        --max-chunks)
+            probe_flags+=(--max-chunks "$1")
+            i=$((i + 1))
+            ;;
+        *) probe_flags+=("${flags[$i]}") ;;
+        esac
+    done
+    probe_flags+=(--per-token none)
+}
+printf 'The quick brown fox jumps over the lazy dog.\n' >"$work/one-line.txt"
+timed "$work/cpu/load.txt" load "$bin" eval --model "$model" --data "$work/one-line.txt" --threads 1 --per-token none --quiet \
+    2>"$work/load.stderr" || fail "the model-load probe failed"
+load_cpu="$(cpu_of "$work/cpu/load.txt")"
+log "model load: ${load_cpu} s CPU (an eval of one line)"
 startup=""
 max_chunks=""
 for ((i = 0; i < ${#flags[@]}; i++)); do
     [[ "${flags[$i]}" == --max-chunks ]] && max_chunks="${flags[$((i + 1))]}"
 done
 if [[ -n "$max_chunks" ]] && ((max_chunks > 1)); then
-    one=("${flags[@]}")
-    for ((i = 0; i < ${#one[@]}; i++)); do
-        [[ "${one[$i]}" == --max-chunks ]] && one[i + 1]=1
-    done
-    one_flags=()
-    for f in "${one[@]}"; do [[ "$f" == --words ]] || one_flags+=("$f"); done
+    set_probe_flags 1
     timed "$work/cpu/one-chunk.txt" one-chunk \
-        "$bin" eval --model "$model" --data "$data" "${one_flags[@]}" --per-token none --quiet 2>"$work/one.stderr" ||
+        "$bin" eval --model "$model" --data "$data" "${probe_flags[@]}" --quiet 2>"$work/one.stderr" ||
         fail "the --max-chunks 1 run failed"
     startup="$(python3 -c 'import sys; k = int(sys.argv[1]); one, full = map(float, sys.argv[2:]); c = (full - one) / (k - 1); print(f"{one - c:.3f} {c:.4f}")' \
         "$max_chunks" "$(cpu_of "$work/cpu/one-chunk.txt")" "$cpu_ref")"
-    log "start-up cost (model load + tokenizing the corpus): ${startup% *} s CPU; ${startup#* } s CPU per chunk"
+    log "start-up of this run (model load + tokenizing the corpus + planning): ${startup% *} s CPU; then ${startup#* } s CPU per chunk"
 fi
 
 # ---- 3. the array and the merge job ----
@@ -455,9 +476,11 @@ for i in $(seq 0 $((shards - 1))); do
     total="$(python3 -c "print(f'{$total + $t:.3f}')")"
 done
 ratio="$(python3 -c "print(f'{$total / $cpu_ref:.3f}')")"
-log "shards total ${total} s CPU / unsharded ${cpu_ref} s CPU = ${ratio}$([[ -n "$startup" ]] && echo " (start-up ${startup% *} s each: $shards shards carry $((shards - 1)) extra)")$([[ -n "$requeue_task$hard_task" ]] && echo "; includes the killed attempts' work")"
+log "shards total ${total} s CPU / unsharded ${cpu_ref} s CPU = ${ratio}$([[ -n "$requeue_task$hard_task" ]] && echo " (includes the interrupted attempts and their start-ups)")"
+log "  $shards shards carry $((shards - 1)) extra start-ups: model load ${load_cpu} s each$([[ -n "$startup" ]] && echo ", start-up of this run ${startup% *} s each")"
+log "  (shards total - $((shards - 1)) x model load) / unsharded = $(python3 -c "print(f'{($total - ($shards - 1) * $load_cpu) / $cpu_ref:.3f}')")"
 if [[ -n "$startup" ]]; then
-    log "shards total minus $((shards - 1)) extra start-ups / unsharded = $(python3 -c "print(f'{($total - ($shards - 1) * ${startup% *}) / $cpu_ref:.3f}')")"
+    log "  (shards total - $((shards - 1)) x start-up) / unsharded = $(python3 -c "print(f'{($total - ($shards - 1) * ${startup% *}) / $cpu_ref:.3f}')")"
 fi
 
 if ((problems)); then
