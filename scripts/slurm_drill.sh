@@ -53,7 +53,7 @@ if ((smollm2)); then
     model="${DRILL_MODEL:-$(bash "$root/scripts/fetch_smollm2.sh")}"
     data="${DRILL_DATA:-$datasets/wikitext-2-raw-v1.test.raw}"
     read -r -a flags <<<"${DRILL_ARGS:---protocol chunks --window 512 --max-chunks 40 --per-token jsonl}"
-    timeout_s="${DRILL_TIMEOUT:-600}"
+    timeout_s="${DRILL_TIMEOUT:-1800}" # about 150 s CPU per run on one thread
 else
     model="${DRILL_MODEL:-$root/crates/models/tests/fixtures/llama}"
     data="${DRILL_DATA:-$root/crates/cli/tests/fixtures/kill_resume.txt}"
