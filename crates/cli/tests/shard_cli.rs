@@ -142,7 +142,10 @@ fn slurm_kubernetes_and_flag_shards_merge_to_the_unsharded_run() {
         assert_ok(&run_env(&f.args(&slurm, &[]), &env));
     }
     let s1 = read_json(&slurm.join("shard-00001-of-00003/summary.json"));
-    assert_eq!(s1["shard"]["source"], "SLURM_ARRAY_TASK_ID with SLURM_ARRAY_TASK_COUNT");
+    assert_eq!(
+        s1["shard"]["source"],
+        "SLURM_ARRAY_TASK_ID with SLURM_ARRAY_TASK_COUNT"
+    );
     assert_ok(&run_env(&["merge", s(&slurm)], &[]));
     assert_same_as_whole(&whole, &slurm);
 
@@ -230,7 +233,11 @@ fn merge_refusals_and_the_lock_exit_2_with_one_line() {
     assert_ok(&run_env(&f.args(&out, &["--shard", "0/3"]), &[]));
     assert_ok(&run_env(&f.args(&out, &["--shard", "2/3"]), &[]));
     let e = run_env(&["merge", s(&out)], &[]);
-    assert_clean_error(&e, None, &["shard 1 of 3 is missing", "shard-00001-of-00003"]);
+    assert_clean_error(
+        &e,
+        None,
+        &["shard 1 of 3 is missing", "shard-00001-of-00003"],
+    );
     // a shard of another shard count
     assert_ok(&run_env(&f.args(&out, &["--shard", "1/2"]), &[]));
     let e = run_env(&["merge", s(&out)], &[]);
@@ -242,7 +249,10 @@ fn merge_refusals_and_the_lock_exit_2_with_one_line() {
     let held = DirLock::acquire(&busy).unwrap();
     let e = run_env(&f.args(&busy, &[]), &[]);
     let msg = assert_clean_error(&e, None, &["in use by another surprisal process"]);
-    assert!(msg.contains(&format!("PID {}", std::process::id())), "{msg}");
+    assert!(
+        msg.contains(&format!("PID {}", std::process::id())),
+        "{msg}"
+    );
     assert!(msg.contains(s(&busy)), "{msg}");
     drop(held);
     assert_ok(&run_env(&f.args(&busy, &[]), &[]));

@@ -13,8 +13,8 @@ use crate::data::{self, DataSpec};
 use crate::engine::{self, RunOptions, RunOutcome, ShardPlan};
 use crate::error::{Result, RunError};
 use crate::model::{Scorer, Tokenize};
-use crate::progress::Progress;
 use crate::output::summary::{DataProvenance, FileDigest, ModelProvenance, Provenance};
+use crate::progress::Progress;
 use crate::shard::Shard;
 use crate::top_kl::CompareReport;
 
@@ -200,8 +200,7 @@ fn run_options<T: Tokenize + ?Sized>(
     let mut run = job.run.clone();
     if let Some(shard) = &job.shard {
         let docs = data::open(spec).map_err(|e| RunError::Data(e.to_string()))?;
-        let windows_total =
-            engine::count_windows(tokenizer, max_context, &run.protocol, docs)?;
+        let windows_total = engine::count_windows(tokenizer, max_context, &run.protocol, docs)?;
         tracing::info!(windows_total, "planned the corpus for {}", shard.dir_name());
         run.shard = Some(ShardPlan {
             shard: shard.clone(),

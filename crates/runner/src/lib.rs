@@ -31,9 +31,7 @@ pub use document::Document;
 pub use engine::{compare, evaluate, RunOptions, RunOutcome, ShardPlan};
 pub use error::{Result, RunError};
 pub use model::{Encoded, Scorer, Tokenize};
-pub use output::summary::{
-    DataProvenance, FileDigest, ModelProvenance, Provenance, SummaryFile,
-};
+pub use output::summary::{DataProvenance, FileDigest, ModelProvenance, Provenance, SummaryFile};
 pub use output::{checkpoint, rows};
 pub use progress::{BarProgress, NoProgress, Progress};
 pub use protocol::{BosMode, ProtocolConfig, ProtocolKind};

@@ -122,7 +122,10 @@ pub fn merge(dir: &Path) -> Result<Merged> {
         let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
             RunError::Checkpoint(format!("{} is not a valid checkpoint: {e}", p.display()))
         })?;
-        v["fingerprint"]["mode"].as_str().unwrap_or_default().to_string()
+        v["fingerprint"]["mode"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     };
     match mode.as_str() {
         "eval" => merge_as::<surprisal_metrics::EvalAggregate, TokenRow>(dir, &shards),
@@ -187,7 +190,10 @@ where
     let fp0 = without_shard(&head.ck.fingerprint);
     for (i, r) in runs.iter().enumerate() {
         let sfp = r.ck.fingerprint.shard.ok_or_else(|| {
-            refuse(format!("{} is not a shard (no shard in its checkpoint)", r.path.display()))
+            refuse(format!(
+                "{} is not a shard (no shard in its checkpoint)",
+                r.path.display()
+            ))
         })?;
         if sfp.index != i as u64 || sfp.count != n {
             return Err(refuse(format!(
@@ -310,7 +316,10 @@ fn merge_word_rows<A: Aggregate>(
     };
     for r in runs {
         let state = r.ck.word_rows.clone().ok_or_else(|| {
-            refuse(format!("{} has no word state in its checkpoint", r.path.display()))
+            refuse(format!(
+                "{} has no word state in its checkpoint",
+                r.path.display()
+            ))
         })?;
         for e in state.edges {
             match edges.get_mut(&e.ordinal) {

@@ -159,8 +159,12 @@ pub fn resolve(
         } else {
             "SLURM_ARRAY_TASK_ID with SLURM_ARRAY_TASK_COUNT"
         };
+        let shard = Shard::new(i, count, source).map_err(|e| match (e, warnings.first()) {
+            (RunError::Config(m), Some(w)) => RunError::Config(format!("{m}; {w}")),
+            (e, _) => e,
+        })?;
         return Ok(Resolved {
-            shard: Some(Shard::new(i, count, source)?),
+            shard: Some(shard),
             warnings,
         });
     }
@@ -191,7 +195,11 @@ mod tests {
     use super::*;
 
     fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        move |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
     }
 
     #[test]
@@ -235,16 +243,34 @@ mod tests {
         let r = resolve(None, "--shard", Some(4), env(&all[3..])).unwrap();
         assert_eq!(r.shard.unwrap().index, 3);
         assert!(resolve(None, "--shard", None, env(&all[3..])).is_err());
-        assert!(resolve(None, "--shard", None, env(&[])).unwrap().shard.is_none());
+        assert!(resolve(None, "--shard", None, env(&[]))
+            .unwrap()
+            .shard
+            .is_none());
         assert!(resolve(None, "--shard", Some(4), env(&[])).is_err());
         let r = resolve(
             None,
             "--shard",
             None,
-            env(&[("SLURM_ARRAY_TASK_ID", "0"), ("SLURM_ARRAY_TASK_COUNT", "1")]),
+            env(&[
+                ("SLURM_ARRAY_TASK_ID", "0"),
+                ("SLURM_ARRAY_TASK_COUNT", "1"),
+            ]),
         )
         .unwrap();
         assert_eq!(r.warnings.len(), 1);
+        let e = resolve(
+            None,
+            "--shard",
+            None,
+            env(&[
+                ("SLURM_ARRAY_TASK_ID", "2"),
+                ("SLURM_ARRAY_TASK_COUNT", "1"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--shards N"), "{e}");
         assert!(resolve(Some("4/4"), "--shard", None, env(&[])).is_err());
         assert!(resolve(Some("1/4"), "--shard", Some(3), env(&[])).is_err());
     }

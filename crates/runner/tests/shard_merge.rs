@@ -70,8 +70,15 @@ impl Setup {
         let docs = corpus(14);
         let t = tok();
         match self.mode {
-            Mode::Eval => evaluate(&t, &MockScorer::new(3), ok_docs(&docs), o, &prov(), progress)
-                .map(|_| ()),
+            Mode::Eval => evaluate(
+                &t,
+                &MockScorer::new(3),
+                ok_docs(&docs),
+                o,
+                &prov(),
+                progress,
+            )
+            .map(|_| ()),
             Mode::Compare => {
                 let mut pv = prov();
                 pv.reference_model = Some(pv.model.clone());
@@ -91,8 +98,7 @@ impl Setup {
 
     fn shard_opts(&self, dir: &Path, i: u64, n: u64) -> RunOptions {
         let docs = corpus(14);
-        let windows_total =
-            count_windows(&tok(), None, &self.protocol, ok_docs(&docs)).unwrap();
+        let windows_total = count_windows(&tok(), None, &self.protocol, ok_docs(&docs)).unwrap();
         let mut o = self.opts(dir);
         o.shard = Some(ShardPlan {
             shard: Shard::new(i, n, "test").unwrap(),
@@ -146,7 +152,10 @@ fn compare_json(at: &str, a: &Value, b: &Value, acc: &mut (f64, usize, usize)) {
                     continue;
                 }
                 let (va, vb) = (x.get(k), y.get(k));
-                assert!(va.is_some() && vb.is_some(), "{at}.{k}: present in one only");
+                assert!(
+                    va.is_some() && vb.is_some(),
+                    "{at}.{k}: present in one only"
+                );
                 compare_json(&format!("{at}.{k}"), va.unwrap(), vb.unwrap(), acc);
             }
         }
@@ -312,7 +321,10 @@ fn an_interrupted_shard_resumes_to_the_same_merge() {
                 assert!(matches!(e, RunError::Interrupted { .. }), "{e}");
                 // merging now names the unfinished shard
                 let e = merge(dir.path()).unwrap_err().to_string();
-                assert!(e.contains("shard-00001-of-00003") && e.contains("not finished"), "{e}");
+                assert!(
+                    e.contains("shard-00001-of-00003") && e.contains("not finished"),
+                    "{e}"
+                );
                 o.interrupt = None;
                 o.resume = true;
             }
@@ -338,13 +350,19 @@ fn merge_refuses_incomplete_or_mixed_shard_sets() {
 
     // missing index
     let dir = tempfile::tempdir().unwrap();
-    s.run(&s.shard_opts(dir.path(), 0, 3), &mut NoProgress).unwrap();
-    s.run(&s.shard_opts(dir.path(), 2, 3), &mut NoProgress).unwrap();
+    s.run(&s.shard_opts(dir.path(), 0, 3), &mut NoProgress)
+        .unwrap();
+    s.run(&s.shard_opts(dir.path(), 2, 3), &mut NoProgress)
+        .unwrap();
     let e = err(dir.path());
-    assert!(e.contains("shard 1 of 3 is missing") && e.contains("shard-00001-of-00003"), "{e}");
+    assert!(
+        e.contains("shard 1 of 3 is missing") && e.contains("shard-00001-of-00003"),
+        "{e}"
+    );
 
     // duplicate index (another spelling of the same shard)
-    s.run(&s.shard_opts(dir.path(), 1, 3), &mut NoProgress).unwrap();
+    s.run(&s.shard_opts(dir.path(), 1, 3), &mut NoProgress)
+        .unwrap();
     merge(dir.path()).unwrap();
     let copy = dir.path().join("shard-1-of-3");
     std::fs::create_dir(&copy).unwrap();
@@ -356,7 +374,10 @@ fn merge_refuses_incomplete_or_mixed_shard_sets() {
     let other = dir.path().join("shard-00000-of-00002");
     std::fs::create_dir(&other).unwrap();
     let e = err(dir.path());
-    assert!(e.contains("shard-00000-of-00002") && e.contains("one of 2 shards"), "{e}");
+    assert!(
+        e.contains("shard-00000-of-00002") && e.contains("one of 2 shards"),
+        "{e}"
+    );
     std::fs::remove_dir(&other).unwrap();
 
     // a shard of a different run (another model)
@@ -365,20 +386,32 @@ fn merge_refuses_incomplete_or_mixed_shard_sets() {
     let docs = corpus(14);
     let mut pv = prov();
     pv.model.files[0].sha256 = "ef".repeat(32);
-    evaluate(&tok(), &MockScorer::new(3), ok_docs(&docs), &o, &pv, &mut NoProgress).unwrap();
+    evaluate(
+        &tok(),
+        &MockScorer::new(3),
+        ok_docs(&docs),
+        &o,
+        &pv,
+        &mut NoProgress,
+    )
+    .unwrap();
     let theirs = dir.path().join("shard-00002-of-00003");
     std::fs::remove_dir_all(&theirs).unwrap();
     std::fs::rename(dir.path().join("elsewhere/shard-00002-of-00003"), &theirs).unwrap();
     let e = err(dir.path());
     assert!(
-        e.contains("shard-00002-of-00003") && e.contains("different run") && e.contains("model_files"),
+        e.contains("shard-00002-of-00003")
+            && e.contains("different run")
+            && e.contains("model_files"),
         "{e}"
     );
 
     // a shard being written (its lock is held)
-    s.run(&s.shard_opts(dir.path(), 2, 3), &mut NoProgress).unwrap_err();
+    s.run(&s.shard_opts(dir.path(), 2, 3), &mut NoProgress)
+        .unwrap_err();
     std::fs::remove_dir_all(&theirs).unwrap();
-    s.run(&s.shard_opts(dir.path(), 2, 3), &mut NoProgress).unwrap();
+    s.run(&s.shard_opts(dir.path(), 2, 3), &mut NoProgress)
+        .unwrap();
     let held = DirLock::acquire(&theirs).unwrap();
     let e = err(dir.path());
     assert!(e.contains(&std::process::id().to_string()), "{e}");
@@ -400,7 +433,10 @@ fn a_second_writer_is_refused_with_the_holders_pid() {
     assert!(matches!(e, RunError::Locked { .. }), "{e}");
     let msg = e.to_string();
     assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
-    assert!(msg.contains(&format!("PID {}", std::process::id())), "{msg}");
+    assert!(
+        msg.contains(&format!("PID {}", std::process::id())),
+        "{msg}"
+    );
     drop(held);
     s.run(&s.opts(dir.path()), &mut NoProgress).unwrap();
 }

@@ -39,7 +39,9 @@ use crate::error::{Result, RunError};
 use crate::model::{Scorer, Tokenize};
 use crate::output::checkpoint::{Checkpoint, Fingerprint, ShardFingerprint};
 use crate::output::rows::RowsFormat;
-use crate::output::summary::{now_rfc3339, ProtocolReport, Provenance, ShardReport, SummaryFile, SCHEMA_VERSION};
+use crate::output::summary::{
+    now_rfc3339, ProtocolReport, Provenance, ShardReport, SummaryFile, SCHEMA_VERSION,
+};
 use crate::progress::Progress;
 use crate::protocol::{ModelTokens, ProtocolConfig, ProtocolKind, ResolvedProtocol};
 use crate::shard::Shard;
@@ -383,7 +385,11 @@ where
         words,
         t0,
     };
-    let expected = opts.shard.is_none().then(|| expected_tokens(&scan.protocol)).flatten();
+    let expected = opts
+        .shard
+        .is_none()
+        .then(|| expected_tokens(&scan.protocol))
+        .flatten();
     progress.start(expected, scan.tokens());
     let res = scan.run(documents, progress);
     progress.finish();
@@ -409,7 +415,10 @@ fn open_words<M: Mode, T: Tokenize + ?Sized>(
     from_start: bool,
 ) -> Result<WordStream> {
     let mut mask = bow_mask(tokenizer.vocab_texts(mode.vocab_size()).into_iter());
-    mark_tokens(&mut mask, &tokenizer.eos_id().into_iter().collect::<Vec<_>>());
+    mark_tokens(
+        &mut mask,
+        &tokenizer.eos_id().into_iter().collect::<Vec<_>>(),
+    );
     WordStream::open(
         dir,
         opts.words,
@@ -441,11 +450,7 @@ fn finish<M: Mode, T: Tokenize + ?Sized>(
         tokens_per_second: rate(tokens, elapsed),
         elapsed_seconds: elapsed,
         provenance: prov.clone(),
-        protocol: ProtocolReport::new(
-            &opts.protocol,
-            scan.protocol.bos.is_some(),
-            opts.batch_size,
-        ),
+        protocol: ProtocolReport::new(&opts.protocol, scan.protocol.bos.is_some(), opts.batch_size),
         started_at: ck.started_at.clone(),
         finished_at: now_rfc3339(),
         stats_on: scan.mode.stats_on(),

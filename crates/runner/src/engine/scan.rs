@@ -63,7 +63,12 @@ where
                 None => self.planner.finish()?,
                 Some(Err(e)) => return Err(RunError::Data(e.to_string())),
                 Some(Ok(doc)) => {
-                    push_doc(self.tokenizer, &mut self.planner, &doc, words.as_deref_mut())?;
+                    push_doc(
+                        self.tokenizer,
+                        &mut self.planner,
+                        &doc,
+                        words.as_deref_mut(),
+                    )?;
                     self.sources.push_back((doc.index, doc.source));
                 }
             }

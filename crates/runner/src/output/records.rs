@@ -15,7 +15,9 @@
 
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use arrow_array::{
+    Array, ArrayRef, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array,
+};
 use arrow_schema::{DataType, Field};
 use serde::{Deserialize, Serialize};
 
@@ -58,7 +60,10 @@ impl Column for usize {
     }
     fn values(col: &dyn Array) -> Option<Vec<Self>> {
         let a = downcast::<UInt64Array>(col)?;
-        a.values().iter().map(|&x| usize::try_from(x).ok()).collect()
+        a.values()
+            .iter()
+            .map(|&x| usize::try_from(x).ok())
+            .collect()
     }
 }
 
@@ -319,7 +324,12 @@ mod tests {
             })
             .collect();
         let batch = CompareRow::record_batch(&rows).unwrap();
-        let names: Vec<&str> = batch.schema_ref().fields().iter().map(|f| f.name().as_str()).collect();
+        let names: Vec<&str> = batch
+            .schema_ref()
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
         assert_eq!(names.len(), 16);
         assert_eq!(&names[13..], ["kl_nats", "ref_nll_nats", "ref_top1_id"]);
         let ty = |n: &str| batch.column_by_name(n).unwrap().data_type().clone();
@@ -334,7 +344,10 @@ mod tests {
 
     #[test]
     fn eval_rows_have_no_compare_columns() {
-        let names: Vec<String> = TokenRow::fields().iter().map(|f| f.name().clone()).collect();
+        let names: Vec<String> = TokenRow::fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
         assert_eq!(names.len(), 13);
         assert!(!names.iter().any(|n| n.contains("ref_") || n == "kl_nats"));
         let json = serde_json::to_string(&token(0)).unwrap();

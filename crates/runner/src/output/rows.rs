@@ -112,8 +112,7 @@ pub fn read_rows<R: Record>(path: &Path) -> Result<Vec<R>> {
             for (k, line) in BufReader::new(f).lines().enumerate() {
                 let line = line.map_err(|e| RunError::io(path, e))?;
                 rows.push(
-                    serde_json::from_str(&line)
-                        .map_err(|e| bad(format!("line {}: {e}", k + 1)))?,
+                    serde_json::from_str(&line).map_err(|e| bad(format!("line {}: {e}", k + 1)))?,
                 );
             }
             Ok(rows)
@@ -306,17 +305,13 @@ impl<R: RowKind> RowSink<R> {
                 })?;
                 batch.push(row);
                 if batch.len() == BATCH_ROWS {
-                    writer
-                        .write(&R::record_batch(&batch)?)
-                        .map_err(perr)?;
+                    writer.write(&R::record_batch(&batch)?).map_err(perr)?;
                     batch.clear();
                 }
             }
         }
         if !batch.is_empty() {
-            writer
-                .write(&R::record_batch(&batch)?)
-                .map_err(perr)?;
+            writer.write(&R::record_batch(&batch)?).map_err(perr)?;
         }
         writer.close().map_err(perr)?;
         Ok(())
