@@ -23,6 +23,18 @@ pub enum Command {
     Eval(EvalArgs),
     /// Score a corpus with a model and a reference in lockstep: KL(reference || model) and paired statistics.
     Compare(CompareArgs),
+    /// Combine the shard directories DIR/shard-IIIII-of-NNNNN of a sharded run into DIR/summary.json
+    /// and DIR/tokens.* / DIR/words.*, equal to the unsharded run's.
+    Merge(MergeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// The --out directory of the sharded run.
+    pub dir: PathBuf,
+    /// No table.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Args, Debug)]
@@ -168,6 +180,20 @@ pub struct RunOptions {
     #[arg(long)]
     #[serde(default)]
     pub resume: bool,
+    /// Score only shard I of N (0-based) of the corpus' windows, into --out DIR/shard-IIIII-of-NNNNN;
+    /// `surprisal merge DIR` combines the shards. Without it: SURPRISAL_SHARD=I/N, then
+    /// SLURM_ARRAY_TASK_ID (with --shards N or SLURM_ARRAY_TASK_COUNT), then JOB_COMPLETION_INDEX
+    /// (with --shards N).
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Number of shards, for an index taken from the environment (SLURM_ARRAY_TASK_ID,
+    /// JOB_COMPLETION_INDEX).
+    #[arg(long, value_name = "N")]
+    pub shards: Option<u64>,
+    /// Whether `shard` came from the --config file (for the summary's `shard.source`).
+    #[arg(skip)]
+    #[serde(skip)]
+    pub shard_from_config: bool,
     /// TOML file with any of these options (kebab-case keys); flags given on the command line win.
     #[arg(long)]
     #[serde(skip)]
@@ -194,6 +220,8 @@ impl RunOptions {
             model, data, protocol, window, stride, bos, text_field, max_tokens, max_chunks,
             batch_size, device, dtype, stats_on, out, per_token, threads
         );
+        self.shard_from_config = self.shard.is_none() && file.shard.is_some();
+        take!(shard, shards);
         take!(checkpoint_seconds);
         self.dequantize |= file.dequantize;
         self.words |= file.words;

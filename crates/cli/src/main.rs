@@ -16,6 +16,7 @@ use surprisal_runner::{
 };
 
 use args::{BosArg, Cli, Command, PerTokenArg, ProtocolArg, RunOptions as Flags, StatsOnArg};
+use surprisal_runner::{merge, shard};
 
 /// Exit status for usage and input errors (bad flags, unreadable model or data).
 const EXIT_USAGE: u8 = 2;
@@ -105,6 +106,12 @@ fn one_line(e: &anyhow::Error) -> String {
 
 fn run(cli: Cli, interrupt: Arc<AtomicBool>) -> Result<()> {
     match cli.command {
+        Command::Merge(a) => {
+            let merged = merge::merge(&a.dir)?;
+            if !a.quiet {
+                table::print_merged(&merged);
+            }
+        }
         Command::Eval(a) => {
             let flags = with_config(a.run)?;
             set_threads(flags.threads)?;
@@ -193,6 +200,20 @@ fn resolve(f: &Flags) -> Result<(ModelSpec, JobSpec)> {
     let Some(data) = &f.data else {
         bail!("--data is required (a text file, a directory of .txt files, .jsonl, .parquet or hf://datasets/NAME[/CONFIG]/SPLIT)");
     };
+    let shard_source = if f.shard_from_config {
+        "config key shard"
+    } else {
+        "--shard"
+    };
+    let sharding = shard::resolve(f.shard.as_deref(), shard_source, f.shards, |k| {
+        std::env::var(k).ok()
+    })?;
+    for w in &sharding.warnings {
+        eprintln!("warning: {w}");
+    }
+    if sharding.shard.is_some() && f.out.is_none() {
+        bail!("a sharded run needs --out DIR (each shard writes DIR/shard-IIIII-of-NNNNN; `surprisal merge DIR` combines them)");
+    }
     let kind = match f.protocol.unwrap_or(ProtocolArg::Sliding) {
         ProtocolArg::Sliding => ProtocolKind::Sliding,
         ProtocolArg::Chunks => ProtocolKind::Chunks,
@@ -267,6 +288,7 @@ fn resolve(f: &Flags) -> Result<(ModelSpec, JobSpec)> {
         data: expand_home(data),
         text_field: f.text_field.clone().unwrap_or_else(|| "text".into()),
         run,
+        shard: sharding.shard,
     };
     Ok((model, jobspec))
 }

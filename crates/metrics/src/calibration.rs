@@ -37,8 +37,10 @@ impl Default for CalibrationAccumulator {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CalibrationBin {
     /// Inclusive lower edge `b/15`.
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub lower: f64,
     /// Upper edge `(b+1)/15` (exclusive, except 1.0 for the last bin).
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub upper: f64,
     /// Tokens whose top-1 confidence fell in this bin.
     pub count: u64,

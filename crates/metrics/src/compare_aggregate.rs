@@ -31,30 +31,41 @@ pub struct CompareSummary {
     /// Number of scored token pairs.
     pub tokens_scored: u64,
     /// Mean `KL(reference ‖ model)` (nats).
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub mean_kl_nats: f64,
     /// Its standard error (ddof = 1).
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub mean_kl_nats_stderr: f64,
     /// Exact quantiles of per-token KL (nats).
     pub kl_nats_quantiles: Quantiles,
     /// Exact quantiles of `p_model[target] − p_ref[target]`.
     pub target_prob_delta_quantiles: Quantiles,
     /// Fraction of tokens where both arg-maxes agree.
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub top1_agreement: f64,
     /// `mean(nll_model − nll_ref)` (nats); negative = model better.
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub delta_mean_nll_nats: f64,
     /// Paired standard error of the per-token NLL differences.
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub delta_mean_nll_nats_stderr: f64,
     /// `exp(delta_mean_nll_nats)` = ppl_model / ppl_ref.
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub perplexity_ratio: f64,
     /// `exp(Δ ± 1.96·se_paired)`.
+    #[serde(deserialize_with = "crate::serde_f64::pair::deserialize")]
     pub perplexity_ratio_ci95: [f64; 2],
     /// Mean `p_model[target] − p_ref[target]`.
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub mean_target_prob_delta: f64,
     /// `sqrt(mean((p_model[target] − p_ref[target])²))`.
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub rms_target_prob_delta: f64,
     /// `mean(H_model − H_ref)` (nats).
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub delta_mean_entropy_nats: f64,
     /// Paired standard error of the per-token entropy differences.
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub delta_mean_entropy_nats_stderr: f64,
     /// The model's own evaluation summary.
     pub model: EvalSummary,

@@ -38,16 +38,22 @@ pub struct EvalSummary {
     /// Number of scored tokens N.
     pub tokens_scored: u64,
     /// Σ NLL (nats), compensated sum.
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub sum_nll_nats: f64,
     /// Mean NLL per token (nats) = cross-entropy.
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub mean_nll_nats: f64,
     /// Standard error of `mean_nll_nats` (ddof = 1).
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub mean_nll_nats_stderr: f64,
     /// `exp(mean_nll_nats)`.
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub perplexity: f64,
     /// `[exp(mean − 1.96·se), exp(mean + 1.96·se)]`.
+    #[serde(deserialize_with = "crate::serde_f64::pair::deserialize")]
     pub perplexity_ci95: [f64; 2],
     /// `mean_nll_nats / ln 2` (bits per token).
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub bits_per_token: f64,
     /// Byte count of the scored text, as supplied by the caller.
     pub bytes_scored: Option<u64>,
@@ -60,22 +66,31 @@ pub struct EvalSummary {
     /// `exp(sum_nll_nats / words)`; `None` without a (non-zero) word count.
     pub word_perplexity: Option<f64>,
     /// Mean Shannon entropy (nats).
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub mean_entropy_nats: f64,
     /// Its standard error.
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub mean_entropy_nats_stderr: f64,
     /// Mean varentropy (nats²).
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub mean_varentropy_nats2: f64,
     /// Its standard error.
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub mean_varentropy_nats2_stderr: f64,
     /// Mean min-entropy (nats).
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub mean_min_entropy_nats: f64,
     /// Mean Rényi-2 entropy (nats).
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub mean_renyi2_entropy_nats: f64,
     /// Fraction of tokens with `top1_id == target_id` (lowest-index arg-max).
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub top1_accuracy: f64,
     /// Mean top-1 probability (mean confidence).
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub mean_top1_prob: f64,
     /// Expected calibration error over [`crate::ECE_BINS`] equal-width bins.
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub calibration_ece: f64,
     /// All reliability bins (empty ones have `None` confidence/accuracy).
     pub calibration_bins: Vec<CalibrationBin>,

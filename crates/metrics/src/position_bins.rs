@@ -31,8 +31,10 @@ pub struct PositionBin {
     /// Tokens scored with a context length in the bin.
     pub count: u64,
     /// Mean NLL of those tokens (nats).
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub mean_nll_nats: f64,
     /// Mean entropy of those tokens' distributions (nats).
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub mean_entropy_nats: f64,
 }
 

@@ -12,30 +12,43 @@ pub const QUANTILE_LEVELS: [f64; 13] = [
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Quantiles {
     /// q = 0
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub min: f64,
     /// q = 0.001
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub p0_1: f64,
     /// q = 0.01
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub p1: f64,
     /// q = 0.05
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub p5: f64,
     /// q = 0.10
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub p10: f64,
     /// q = 0.25
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub p25: f64,
     /// q = 0.50 (median)
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub p50: f64,
     /// q = 0.75
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub p75: f64,
     /// q = 0.90
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub p90: f64,
     /// q = 0.95
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub p95: f64,
     /// q = 0.99
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub p99: f64,
     /// q = 0.999
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub p99_9: f64,
     /// q = 1
+    #[serde(deserialize_with = "crate::serde_f64::scalar::deserialize")]
     pub max: f64,
 }
 

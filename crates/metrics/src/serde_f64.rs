@@ -87,6 +87,16 @@ pub(crate) mod scalar {
     }
 }
 
+/// `[f64; 2]` (confidence intervals) read leniently, for summaries read back (`null` → NaN).
+pub(crate) mod pair {
+    use super::*;
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[f64; 2], D::Error> {
+        let [a, b] = <[LenientF64; 2]>::deserialize(d)?;
+        Ok([a.0, b.0])
+    }
+}
+
 /// `#[serde(with = "crate::serde_f64::vec")]` for a `Vec<f64>` field.
 pub(crate) mod vec {
     use super::*;

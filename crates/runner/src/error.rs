@@ -48,6 +48,17 @@ pub enum RunError {
     /// Checkpoint / resume problems (corrupt checkpoint, mismatching run, …).
     #[error("checkpoint error: {0}")]
     Checkpoint(String),
+    /// Another process holds the output directory's lock ([`crate::output::lock`]).
+    #[error("{} is in use by another surprisal process ({}); wait for it to finish or stop it, or choose another --out directory", dir.display(), pid.map_or_else(|| "PID unknown".to_string(), |p| format!("PID {p}")))]
+    Locked {
+        /// The locked directory.
+        dir: PathBuf,
+        /// The holder's PID, as it wrote it into the lock file.
+        pid: Option<u32>,
+    },
+    /// `surprisal merge` refused the shards (missing, unfinished, from different runs, …).
+    #[error("cannot merge: {0}")]
+    Merge(String),
     /// Report writing problems (serialization, parquet, …).
     #[error("report error: {0}")]
     Report(String),

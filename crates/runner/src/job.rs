@@ -10,11 +10,12 @@ use surprisal_models::{LoadOptions, ModelSource};
 
 use crate::candle_model::{self, CandleScorer, CandleTokenizer};
 use crate::data::{self, DataSpec};
-use crate::engine::{self, RunOptions, RunOutcome};
+use crate::engine::{self, RunOptions, RunOutcome, ShardPlan};
 use crate::error::{Result, RunError};
-use crate::model::Tokenize;
+use crate::model::{Scorer, Tokenize};
+use crate::output::summary::{DataProvenance, FileDigest, ModelProvenance, Provenance};
 use crate::progress::Progress;
-use crate::report::{DataProvenance, FileDigest, ModelProvenance, Provenance};
+use crate::shard::Shard;
 use crate::top_kl::CompareReport;
 
 /// One model as the user named it.
@@ -40,6 +41,8 @@ pub struct JobSpec {
     pub text_field: String,
     /// Engine options (protocol, batch, output, resume).
     pub run: RunOptions,
+    /// The shard to score (`None`: the whole corpus); its window count is planned here.
+    pub shard: Option<Shard>,
 }
 
 /// Parses `cpu` / `cuda` / `cuda:N` into a candle device.
@@ -186,6 +189,27 @@ fn check_out_dir(out: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
+/// The engine options of `job`, with the shard planned over the corpus (one tokenizing pass)
+/// when the job is sharded.
+fn run_options<T: Tokenize + ?Sized>(
+    job: &JobSpec,
+    spec: &DataSpec,
+    tokenizer: &T,
+    max_context: Option<usize>,
+) -> Result<RunOptions> {
+    let mut run = job.run.clone();
+    if let Some(shard) = &job.shard {
+        let docs = data::open(spec).map_err(|e| RunError::Data(e.to_string()))?;
+        let windows_total = engine::count_windows(tokenizer, max_context, &run.protocol, docs)?;
+        tracing::info!(windows_total, "planned the corpus for {}", shard.dir_name());
+        run.shard = Some(ShardPlan {
+            shard: shard.clone(),
+            windows_total,
+        });
+    }
+    Ok(run)
+}
+
 fn open_data(job: &JobSpec) -> Result<(DataSpec, data::DocumentStream, DataProvenance)> {
     let spec = DataSpec::new(&job.data, job.text_field.clone())
         .map_err(|e| RunError::Data(e.to_string()))?;
@@ -201,8 +225,9 @@ pub fn eval(
     progress: &mut dyn Progress,
 ) -> Result<RunOutcome<EvalSummary>> {
     check_out_dir(job.run.out_dir.as_deref())?;
-    let (_, docs, data) = open_data(job)?;
+    let (spec, docs, data) = open_data(job)?;
     let m = load_model(model)?;
+    let run = run_options(job, &spec, &m.tokenizer, m.scorer.max_context())?;
     let provenance = Provenance {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         model: m.provenance,
@@ -211,14 +236,7 @@ pub fn eval(
         device: m.device_name,
         dtype: compute_dtype(&m.scorer),
     };
-    engine::evaluate(
-        &m.tokenizer,
-        &m.scorer,
-        docs,
-        &job.run,
-        &provenance,
-        progress,
-    )
+    engine::evaluate(&m.tokenizer, &m.scorer, docs, &run, &provenance, progress)
 }
 
 /// `surprisal compare`: `model` against `reference` on identical windows.
@@ -229,7 +247,7 @@ pub fn compare(
     progress: &mut dyn Progress,
 ) -> Result<RunOutcome<CompareReport>> {
     check_out_dir(job.run.out_dir.as_deref())?;
-    let (_, docs, data) = open_data(job)?;
+    let (spec, docs, data) = open_data(job)?;
     let m = load_model(model)?;
     let r = load_model(reference)?;
     if m.tokenizer.fingerprint() != r.tokenizer.fingerprint() {
@@ -250,12 +268,14 @@ pub fn compare(
         device: m.device_name,
         dtype: compute_dtype(&m.scorer),
     };
+    let max_context = engine::joint_max_context(m.scorer.max_context(), r.scorer.max_context());
+    let run = run_options(job, &spec, &m.tokenizer, max_context)?;
     engine::compare(
         &m.tokenizer,
         &m.scorer,
         &r.scorer,
         docs,
-        &job.run,
+        &run,
         &provenance,
         progress,
     )

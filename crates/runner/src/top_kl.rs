@@ -91,6 +91,14 @@ impl TopKl {
         self.positions.truncate(TOP_KL);
     }
 
+    /// Folds in the list of other positions (`surprisal merge`): the result is the list of the
+    /// union, as if every position had been offered here.
+    pub fn merge(&mut self, other: &TopKl) {
+        for p in &other.positions {
+            self.offer(p.kl_nats, p.doc, p.index, || p.clone());
+        }
+    }
+
     /// The list, largest KL first.
     pub fn positions(&self) -> &[TopKlPosition] {
         &self.positions
@@ -146,6 +154,12 @@ pub struct CompareReport {
 }
 
 impl CompareAgg {
+    /// Folds in the aggregate of the windows that follow.
+    pub fn merge(&mut self, later: &CompareAgg) {
+        self.metrics.merge(&later.metrics);
+        self.top_kl.merge(&later.top_kl);
+    }
+
     /// The report of this aggregate.
     pub fn report(&self, bytes: Option<u64>, words: Option<u64>) -> CompareReport {
         CompareReport {

@@ -78,6 +78,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod stream;
+
 /// A word: byte span `[start, end)` into the document text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WordSpan {
@@ -101,26 +103,7 @@ pub struct TokenWordInput {
     pub log_p_bow_before: Option<f64>,
 }
 
-/// One output row per word.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WordRow {
-    /// Document index.
-    pub doc: usize,
-    /// 0-based index of the word in the document.
-    pub word_index: usize,
-    /// The word text (byte-exact slice of the document).
-    pub word: String,
-    /// First byte of the word.
-    pub byte_start: usize,
-    /// One past the last byte of the word.
-    pub byte_end: usize,
-    /// Number of tokens assigned to the word (see module docs).
-    pub n_tokens: usize,
-    /// Σ token NLL of the word's tokens; `None` unless all were scored.
-    pub surprisal_nats: Option<f64>,
-    /// Leading-whitespace-corrected surprisal (module docs).
-    pub surprisal_corrected_nats: Option<f64>,
-}
+pub use crate::output::records::WordRow;
 
 /// Whitespace-delimited words of `text` (maximal runs of non-whitespace
 /// characters), as byte spans, in order.

@@ -16,13 +16,11 @@ use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
-use arrow_schema::{DataType, Field, Schema};
-use serde::de::DeserializeOwned;
+use arrow_schema::Schema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RunError};
-use crate::words::WordRow;
+pub use crate::output::records::{CompareRow, Record, TokenRow, WordRow};
 
 /// Output format of the per-token rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -71,67 +69,69 @@ impl RowsFormat {
 }
 
 /// A kind of output row that a [`RowSink`] can stage and finish.
-pub trait RowKind: Serialize + DeserializeOwned {
+pub trait RowKind: Record {
     /// Directory of the staged parts inside the output directory.
     const PARTS_DIR: &'static str;
     /// What a row is, for messages (`token`, `word`).
     const WHAT: &'static str;
     /// Final file name for `format`.
     fn file_name(format: RowsFormat) -> Option<&'static str>;
-    /// Arrow schema of the parquet file.
-    fn schema() -> Schema;
-    /// Arrow columns of `rows` under `schema`.
-    fn record_batch(schema: &Arc<Schema>, rows: &[Self]) -> Result<RecordBatch>;
 }
 
-/// One scored token.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TokenRow {
-    /// Document index.
-    pub doc: u64,
-    /// Index of the token in its document.
-    pub index: u64,
-    /// Token id.
-    pub token_id: u32,
-    /// Token text.
-    pub token: String,
-    /// Byte span start in the document.
-    pub byte_start: u64,
-    /// Byte span end (exclusive).
-    pub byte_end: u64,
-    /// `-ln p(token)` (nats).
-    #[serde(deserialize_with = "f64_or_nan")]
-    pub nll_nats: f64,
-    /// Entropy of the predicted distribution (nats).
-    #[serde(deserialize_with = "f64_or_nan")]
-    pub entropy_nats: f64,
-    /// Varentropy (nats²).
-    #[serde(deserialize_with = "f64_or_nan")]
-    pub varentropy_nats2: f64,
-    /// Arg-max token id.
-    pub top1_id: u32,
-    /// Its probability.
-    #[serde(deserialize_with = "f64_or_nan")]
-    pub top1_prob: f64,
-    /// Rank of the token (1 = arg-max).
-    pub target_rank: u64,
-    /// Tokens before this one in its window (BOS included).
-    pub context_len: u64,
-    /// Compare mode: `KL(reference ‖ model)` (nats).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kl_nats: Option<f64>,
-    /// Compare mode: the reference's NLL (nats).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ref_nll_nats: Option<f64>,
-    /// Compare mode: the reference's arg-max.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ref_top1_id: Option<u32>,
+impl RowKind for TokenRow {
+    const PARTS_DIR: &'static str = "tokens.parts";
+    const WHAT: &'static str = "token";
+    fn file_name(format: RowsFormat) -> Option<&'static str> {
+        format.file_name()
+    }
 }
 
-/// JSON has no NaN/inf (serde_json writes them as `null`); read `null` back
-/// as NaN.
-fn f64_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
-    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+impl RowKind for CompareRow {
+    const PARTS_DIR: &'static str = "tokens.parts";
+    const WHAT: &'static str = "token";
+    fn file_name(format: RowsFormat) -> Option<&'static str> {
+        format.file_name()
+    }
+}
+
+impl RowKind for WordRow {
+    const PARTS_DIR: &'static str = "words.parts";
+    const WHAT: &'static str = "word";
+    fn file_name(format: RowsFormat) -> Option<&'static str> {
+        format.words_file_name()
+    }
+}
+
+/// Reads a finished rows file (`tokens.*` / `words.*`; the format from the extension) into rows.
+pub fn read_rows<R: Record>(path: &Path) -> Result<Vec<R>> {
+    let bad = |why: String| RunError::Report(format!("{}: {why}", path.display()));
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("jsonl") => {
+            let f = File::open(path).map_err(|e| RunError::io(path, e))?;
+            let mut rows = Vec::new();
+            for (k, line) in BufReader::new(f).lines().enumerate() {
+                let line = line.map_err(|e| RunError::io(path, e))?;
+                rows.push(
+                    serde_json::from_str(&line).map_err(|e| bad(format!("line {}: {e}", k + 1)))?,
+                );
+            }
+            Ok(rows)
+        }
+        Some("parquet") => {
+            use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+            let f = File::open(path).map_err(|e| RunError::io(path, e))?;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(f)
+                .and_then(|b| b.with_batch_size(BATCH_ROWS).build())
+                .map_err(|e| bad(format!("not a readable parquet file: {e}")))?;
+            let mut rows = Vec::new();
+            for batch in reader {
+                let batch = batch.map_err(|e| bad(e.to_string()))?;
+                rows.extend(R::from_batch(&batch).map_err(|e| bad(e.to_string()))?);
+            }
+            Ok(rows)
+        }
+        _ => Err(bad("expected a .jsonl or .parquet rows file".into())),
+    }
 }
 
 fn part_path(dir: &Path, parts_dir: &str, k: u64, tmp: bool) -> PathBuf {
@@ -143,7 +143,7 @@ fn part_path(dir: &Path, parts_dir: &str, k: u64, tmp: bool) -> PathBuf {
 
 /// Appends rows to the current part file; finalizes parts at checkpoints.
 #[derive(Debug)]
-pub struct RowSink<R: RowKind = TokenRow> {
+pub struct RowSink<R: RowKind> {
     dir: PathBuf,
     format: RowsFormat,
     /// Number of finalized parts.
@@ -287,7 +287,7 @@ impl<R: RowKind> RowSink<R> {
         use parquet::arrow::ArrowWriter;
         use parquet::basic::Compression;
         use parquet::file::properties::WriterProperties;
-        let schema = Arc::new(R::schema());
+        let schema = Arc::new(Schema::new(R::fields()));
         let file = File::create(tmp).map_err(|e| RunError::io(tmp, e))?;
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
@@ -305,17 +305,13 @@ impl<R: RowKind> RowSink<R> {
                 })?;
                 batch.push(row);
                 if batch.len() == BATCH_ROWS {
-                    writer
-                        .write(&R::record_batch(&schema, &batch)?)
-                        .map_err(perr)?;
+                    writer.write(&R::record_batch(&batch)?).map_err(perr)?;
                     batch.clear();
                 }
             }
         }
         if !batch.is_empty() {
-            writer
-                .write(&R::record_batch(&schema, &batch)?)
-                .map_err(perr)?;
+            writer.write(&R::record_batch(&batch)?).map_err(perr)?;
         }
         writer.close().map_err(perr)?;
         Ok(())
@@ -323,129 +319,3 @@ impl<R: RowKind> RowSink<R> {
 }
 
 const BATCH_ROWS: usize = 65_536;
-
-/// Arrow schema of `tokens.parquet`.
-pub fn parquet_schema() -> Schema {
-    let f = |n: &str, t: DataType, nullable: bool| Field::new(n, t, nullable);
-    Schema::new(vec![
-        f("doc", DataType::UInt64, false),
-        f("index", DataType::UInt64, false),
-        f("token_id", DataType::UInt32, false),
-        f("token", DataType::Utf8, false),
-        f("byte_start", DataType::UInt64, false),
-        f("byte_end", DataType::UInt64, false),
-        f("nll_nats", DataType::Float64, true),
-        f("entropy_nats", DataType::Float64, true),
-        f("varentropy_nats2", DataType::Float64, true),
-        f("top1_id", DataType::UInt32, false),
-        f("top1_prob", DataType::Float64, true),
-        f("target_rank", DataType::UInt64, false),
-        f("context_len", DataType::UInt64, false),
-        f("kl_nats", DataType::Float64, true),
-        f("ref_nll_nats", DataType::Float64, true),
-        f("ref_top1_id", DataType::UInt32, true),
-    ])
-}
-
-impl RowKind for TokenRow {
-    const PARTS_DIR: &'static str = "tokens.parts";
-    const WHAT: &'static str = "token";
-    fn file_name(format: RowsFormat) -> Option<&'static str> {
-        format.file_name()
-    }
-    fn schema() -> Schema {
-        parquet_schema()
-    }
-    fn record_batch(schema: &Arc<Schema>, rows: &[Self]) -> Result<RecordBatch> {
-        token_record_batch(schema, rows)
-    }
-}
-
-/// Arrow schema of `words.parquet`.
-pub fn words_parquet_schema() -> Schema {
-    let f = |n: &str, t: DataType, nullable: bool| Field::new(n, t, nullable);
-    Schema::new(vec![
-        f("doc", DataType::UInt64, false),
-        f("word_index", DataType::UInt64, false),
-        f("word", DataType::Utf8, false),
-        f("byte_start", DataType::UInt64, false),
-        f("byte_end", DataType::UInt64, false),
-        f("n_tokens", DataType::UInt64, false),
-        f("surprisal_nats", DataType::Float64, true),
-        f("surprisal_corrected_nats", DataType::Float64, true),
-    ])
-}
-
-impl RowKind for WordRow {
-    const PARTS_DIR: &'static str = "words.parts";
-    const WHAT: &'static str = "word";
-    fn file_name(format: RowsFormat) -> Option<&'static str> {
-        format.words_file_name()
-    }
-    fn schema() -> Schema {
-        words_parquet_schema()
-    }
-    fn record_batch(schema: &Arc<Schema>, rows: &[Self]) -> Result<RecordBatch> {
-        let u64s = |g: &dyn Fn(&WordRow) -> usize| -> ArrayRef {
-            Arc::new(UInt64Array::from_iter_values(
-                rows.iter().map(|r| g(r) as u64),
-            ))
-        };
-        // JSON staging turns non-finite floats into null; keep them null.
-        let f64s = |g: &dyn Fn(&WordRow) -> Option<f64>| -> ArrayRef {
-            Arc::new(Float64Array::from_iter(
-                rows.iter().map(|r| g(r).filter(|x| x.is_finite())),
-            ))
-        };
-        let cols: Vec<ArrayRef> = vec![
-            u64s(&|r| r.doc),
-            u64s(&|r| r.word_index),
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| r.word.as_str()),
-            )),
-            u64s(&|r| r.byte_start),
-            u64s(&|r| r.byte_end),
-            u64s(&|r| r.n_tokens),
-            f64s(&|r| r.surprisal_nats),
-            f64s(&|r| r.surprisal_corrected_nats),
-        ];
-        RecordBatch::try_new(schema.clone(), cols)
-            .map_err(|e| RunError::Report(format!("arrow: {e}")))
-    }
-}
-
-fn token_record_batch(schema: &Arc<Schema>, rows: &[TokenRow]) -> Result<RecordBatch> {
-    // JSON staging turns non-finite floats into null; keep them null.
-    fn f64s(rows: &[TokenRow], g: impl Fn(&TokenRow) -> f64) -> ArrayRef {
-        Arc::new(Float64Array::from_iter(
-            rows.iter().map(|r| Some(g(r)).filter(|x| x.is_finite())),
-        ))
-    }
-    let u64s = |g: &dyn Fn(&TokenRow) -> u64| -> ArrayRef {
-        Arc::new(UInt64Array::from_iter_values(rows.iter().map(g)))
-    };
-    let u32s = |g: &dyn Fn(&TokenRow) -> u32| -> ArrayRef {
-        Arc::new(UInt32Array::from_iter_values(rows.iter().map(g)))
-    };
-    let cols: Vec<ArrayRef> = vec![
-        u64s(&|r| r.doc),
-        u64s(&|r| r.index),
-        u32s(&|r| r.token_id),
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| r.token.as_str()),
-        )),
-        u64s(&|r| r.byte_start),
-        u64s(&|r| r.byte_end),
-        f64s(rows, |r| r.nll_nats),
-        f64s(rows, |r| r.entropy_nats),
-        f64s(rows, |r| r.varentropy_nats2),
-        u32s(&|r| r.top1_id),
-        f64s(rows, |r| r.top1_prob),
-        u64s(&|r| r.target_rank),
-        u64s(&|r| r.context_len),
-        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.kl_nats))),
-        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.ref_nll_nats))),
-        Arc::new(UInt32Array::from_iter(rows.iter().map(|r| r.ref_top1_id))),
-    ];
-    RecordBatch::try_new(schema.clone(), cols).map_err(|e| RunError::Report(format!("arrow: {e}")))
-}

@@ -111,34 +111,100 @@ impl ProtocolReport {
     }
 }
 
-/// Contents of `summary.json`: the metrics summary (`EvalSummary` or
-/// `CompareSummary`) flattened at top level, plus run information.
-#[derive(Clone, Debug, Serialize)]
-pub struct SummaryFile<'a, S: Serialize> {
+/// Version of the `summary.json` layout, written as `schema_version`. Readers refuse other
+/// versions rather than guess.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// File name of the summary inside `--out`.
+pub const SUMMARY_FILE: &str = "summary.json";
+
+/// Which part of a sharded run a summary covers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardReport {
+    /// 0-based shard index.
+    pub index: u64,
+    /// Number of shards.
+    pub count: u64,
+    /// Where the index came from (`--shard`, `SURPRISAL_SHARD`, `SLURM_ARRAY_TASK_ID`, …).
+    pub source: String,
+    /// Windows of the whole corpus (as an unsharded run plans them).
+    pub windows_total: u64,
+    /// The shard's windows: ids `windows_first..windows_end`.
+    pub windows_first: u64,
+    /// One past the shard's last window id.
+    pub windows_end: u64,
+}
+
+/// Contents of `summary.json`: the metrics summary (`EvalSummary` or `CompareReport`) flattened
+/// at top level, plus run information. Written and read back by the same type
+/// ([`SummaryFile::read`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SummaryFile<S> {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
     /// Metrics (flattened: `tokens_scored`, `perplexity`, …).
     #[serde(flatten)]
-    pub metrics: &'a S,
+    pub metrics: S,
     /// `"eval"` or `"compare"`.
-    pub mode: &'a str,
+    pub mode: String,
     /// Windows evaluated.
     pub windows: u64,
     /// Scored tokens per second of wall time spent in the engine
-    /// (cumulative over resumed sessions).
+    /// (cumulative over resumed sessions; merged: over the shards' summed time).
     pub tokens_per_second: f64,
-    /// Wall time spent in the engine (s), cumulative over resumed sessions.
+    /// Wall time spent in the engine (s), cumulative over resumed sessions (merged: summed over
+    /// the shards).
     pub elapsed_seconds: f64,
     /// Provenance fields (flattened: `tool_version`, `model`, `data`, …).
     #[serde(flatten)]
-    pub provenance: &'a Provenance,
+    pub provenance: Provenance,
     /// Protocol parameters.
-    pub protocol: &'a ProtocolReport,
-    /// RFC 3339 start time (of the first session when resumed).
-    pub started_at: &'a str,
+    pub protocol: ProtocolReport,
+    /// RFC 3339 start time (of the first session when resumed; merged: of the earliest shard).
+    pub started_at: String,
     /// RFC 3339 end time.
-    pub finished_at: &'a str,
+    pub finished_at: String,
     /// Where per-token statistics were computed: `host` (f64 from logits copied off the device)
     /// or `device` (f32 reductions where the logits live, see `crate::device_stats`).
     pub stats_on: StatsLocation,
+    /// The shard this run covers (absent for a whole-corpus run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardReport>,
+    /// `surprisal merge`: how many shards were merged (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_shards: Option<u64>,
+}
+
+impl<S: Serialize + serde::de::DeserializeOwned> SummaryFile<S> {
+    /// Writes `dir/summary.json` atomically; returns its path.
+    pub fn write(&self, dir: &Path) -> Result<std::path::PathBuf> {
+        let p = dir.join(SUMMARY_FILE);
+        write_json_atomic(&p, self)?;
+        Ok(p)
+    }
+
+    /// Reads a `summary.json`, refusing another [`SCHEMA_VERSION`].
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = fs::read_to_string(path).map_err(|e| RunError::io(path, e))?;
+        #[derive(Deserialize)]
+        struct Head {
+            #[serde(default)]
+            schema_version: Option<u32>,
+        }
+        let bad = |e: serde_json::Error| {
+            RunError::Report(format!("{} is not a valid summary: {e}", path.display()))
+        };
+        let head: Head = serde_json::from_str(&text).map_err(bad)?;
+        if head.schema_version != Some(SCHEMA_VERSION) {
+            return Err(RunError::Report(format!(
+                "{} has schema_version {}, this build reads {SCHEMA_VERSION}",
+                path.display(),
+                head.schema_version
+                    .map_or_else(|| "(none)".to_string(), |v| v.to_string())
+            )));
+        }
+        serde_json::from_str(&text).map_err(bad)
+    }
 }
 
 /// Writes `bytes` to `path` atomically: temp file in the same directory,
