@@ -16,8 +16,9 @@
 #    - every index with JOB_COMPLETION_INDEX=i set (SLURM_* and SURPRISAL_SHARD unset), in reverse
 #      order, as pods may start in any order;
 #    - a pod killed mid-shard (kill -9 after a checkpoint) and its retry, which must resume;
-#    - a second pod for an index whose first pod is still running: it must fail at once (the output
-#      directory lock) and its retry after the first finished must be a no-op;
+#    - a second pod for an index whose first pod is still running (frozen with SIGSTOP mid-shard, as
+#      on a node that stopped reporting): it must fail on the output directory lock, naming the
+#      directory and the holder's PID, and its retry after the first finished must be a no-op;
 #    - a pod without JOB_COMPLETION_INDEX: must fail;
 #    - the merge Job applied before the last index finished: must fail and write no summary;
 #    - the merge Job, then scripts/compare_runs.py: merged == unsharded (tokens_scored, floats to
@@ -223,7 +224,7 @@ pod() { # pod INDEX|- LOGFILE [extra flags...]
     shift 2
     local e=(env -u SLURM_ARRAY_TASK_ID -u SLURM_ARRAY_TASK_COUNT -u SURPRISAL_SHARD -u JOB_COMPLETION_INDEX "${pod_env[@]}")
     [[ "$idx" == - ]] || e+=("JOB_COMPLETION_INDEX=$idx")
-    exec "${e[@]}" "${cmd[@]}" "$@" 2>>"$logf"
+    exec "${e[@]}" "${cmd[@]}" "$@" >>"$logf" 2>&1
 }
 shard_dir() { printf '%s/shard-%05d-of-%05d' "$out_local" "$1" "$shards"; }
 mid_run() {
@@ -240,17 +241,18 @@ wait_mid_run() { # wait_mid_run INDEX PID
         sleep 0.1
     done
 }
-tree_sum() { (cd "$1" && find . -type f -exec sha256sum {} + | sort); }
+last_error() { grep '^error' "$1" | tail -n 1; }
+tree_sum() { (cd "$1" && find . -type f ! -name .surprisal.lock -exec sha256sum {} + | sort); }
 
 log "unsharded reference"
-"${ref_cmd[@]}" --out "$work/ref" 2>"$work/ref.log" || fail "the unsharded run failed: $(tail -n 3 "$work/ref.log")"
+"${ref_cmd[@]}" --out "$work/ref" >"$work/ref.log" 2>&1 || fail "the unsharded run failed: $(tail -n 3 "$work/ref.log")"
 
 # a pod without an index must not run (nor guess index 0)
 if (pod - "$work/noindex.log"); then
     fail "a pod without JOB_COMPLETION_INDEX ran: $(tail -n 2 "$work/noindex.log")"
 fi
 [[ ! -e "$out_local" ]] || [[ -z "$(ls -A "$out_local")" ]] || fail "a pod without an index wrote into $out_local"
-log "pod without JOB_COMPLETION_INDEX refused: $(tail -n 1 "$work/noindex.log")"
+log "pod without JOB_COMPLETION_INDEX refused: $(last_error "$work/noindex.log")"
 
 bg_pids=""
 problems=0
@@ -267,7 +269,7 @@ for ((i = shards - 1; i >= 0; i--)); do
         bg_pids=""
         (pod 1 "$work/pod-1.log") || fail "the retried pod of index 1 failed: $(tail -n 3 "$work/pod-1.log")"
         if grep -q "resuming from checkpoint" "$work/pod-1.log"; then
-            log "index 1: first pod killed (kill -9) after $w checkpointed windows; the retry resumed: $(grep "resuming from checkpoint" "$work/pod-1.log" | tail -n 1 | sed 's/.*INFO //')"
+            log "index 1: first pod killed (kill -9) after $w checkpointed windows; the retry resumed: $(grep "resuming from checkpoint" "$work/pod-1.log" | tail -n 1 | sed 's/\x1b\[[0-9;]*m//g; s/.*INFO //')"
         else
             echo "MISMATCH index 1: the retried pod did not resume from the checkpoint" >&2
             problems=1
@@ -278,12 +280,19 @@ for ((i = shards - 1; i >= 0; i--)); do
         p=$!
         bg_pids="$p"
         wait_mid_run 0 "$p"
+        # the first pod is frozen (SIGSTOP: a node that stopped reporting) so it surely still holds
+        # the shard while the second one starts
+        kill -STOP "$p"
         if (pod 0 "$work/pod-0b.log"); then
             echo "MISMATCH index 0: a second pod ran while the first held the shard" >&2
             problems=1
+        elif ! last_error "$work/pod-0b.log" | grep -q "$(shard_dir 0).*PID $p\b"; then
+            echo "MISMATCH index 0: the second pod's error does not name the shard directory and the holder's PID $p: $(last_error "$work/pod-0b.log")" >&2
+            problems=1
         else
-            log "index 0: a second pod while the first runs: refused: $(tail -n 1 "$work/pod-0b.log")"
+            log "index 0: a second pod while the first (PID $p) runs: refused: $(last_error "$work/pod-0b.log")"
         fi
+        kill -CONT "$p"
         wait "$p" || fail "the first pod of index 0 failed: $(tail -n 3 "$work/pod-0a.log")"
         bg_pids=""
         before="$(tree_sum "$(shard_dir 0)")"
@@ -300,19 +309,19 @@ for ((i = shards - 1; i >= 0; i--)); do
     fi
     if ((i == 1)); then
         # all but index 0 done: a merge Job applied now must refuse
-        if "${merge_run[@]}" 2>"$work/merge-early.log"; then
+        if "${merge_run[@]}" >"$work/merge-early.log" 2>&1; then
             echo "MISMATCH the merge ran with index 0 missing" >&2
             problems=1
         elif [[ -e "$out_local/summary.json" ]]; then
             echo "MISMATCH the refused merge left $out_local/summary.json" >&2
             problems=1
         else
-            log "merge with index 0 missing: refused: $(tail -n 1 "$work/merge-early.log")"
+            log "merge with index 0 missing: refused: $(last_error "$work/merge-early.log")"
         fi
     fi
 done
 
-env "${merge_env[@]}" "${merge_run[@]}" 2>"$work/merge.log" || fail "the merge failed: $(tail -n 3 "$work/merge.log")"
+env "${merge_env[@]}" "${merge_run[@]}" >"$work/merge.log" 2>&1 || fail "the merge failed: $(tail -n 3 "$work/merge.log")"
 log "merge Job command: done"
 python3 "$root/scripts/compare_runs.py" "$work/ref" "$out_local" --table || problems=1
 ((problems == 0)) || fail "the Indexed Job contract does not hold (see MISMATCH lines)"

@@ -21,7 +21,8 @@
 #    (`scontrol update ... StartTime=now`). Each retried attempt must log that it resumed.
 # 5. Waits for the merge job, checks every task COMPLETED (the interrupted ones with Restarts=1) and
 #    compares DIR with REF (scripts/compare_runs.py: tokens_scored equal, floats to 1e-12 relative,
-#    the token and word rows). Then requeues a finished task: it must be a no-op (shard untouched).
+#    the token and word rows). Then requeues a finished task: it must be a no-op (every file of the
+#    shard unchanged but the lock file, which names the last holder's PID).
 # 6. Prints the CPU time of every attempt (user+sys) and the ratio of the shards' total to the
 #    unsharded run's; for a `--max-chunks K` run also the start-up cost (model load + tokenizing) from a
 #    `--max-chunks 1` run: cpu(k) = s + k*c.
@@ -441,7 +442,7 @@ done
 if [[ -n "$requeue_task$hard_task" ]]; then
     log "retried attempts:"
     for i in $requeue_task $hard_task; do
-        grep -h "resuming from checkpoint" "$work/jobs/shard-$i.out" | sed "s/^/  task $i: /" | tail -n 1
+        grep -h "resuming from checkpoint" "$work/jobs/shard-$i.out" | sed "s/\x1b\[[0-9;]*m//g; s/^/  task $i: /" | tail -n 1
     done
 fi
 
@@ -450,11 +451,11 @@ python3 "$root/scripts/compare_runs.py" "$work/ref" "$out" --table || problems=1
 # ---- 5. a scheduler retry of a finished task is a no-op ----
 last=$((shards - 1))
 dl="$(shard_dir "$last")"
-before="$(cd "$dl" && find . -type f -exec sha256sum {} + | sort)"
+before="$(cd "$dl" && find . -type f ! -name .surprisal.lock -exec sha256sum {} + | sort)"
 timeout 10 scontrol requeue "${array}_$last" || fail "scontrol requeue of finished task $last failed"
 release "$last"
 wait_until "task $last to finish again" task_is "$last" COMPLETED
-after="$(cd "$dl" && find . -type f -exec sha256sum {} + | sort)"
+after="$(cd "$dl" && find . -type f ! -name .surprisal.lock -exec sha256sum {} + | sort)"
 if [[ "$before" != "$after" ]]; then
     echo "MISMATCH the rerun of finished task $last changed $dl" >&2
     problems=1
