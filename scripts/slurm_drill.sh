@@ -360,7 +360,9 @@ both) requeue_task=0 hard_task=1 ;;
 requeue) requeue_task=0 ;;
 hard) hard_task=1 ;;
 esac
-targets=($requeue_task $hard_task)
+targets=()
+[[ -z "$requeue_task" ]] || targets+=("$requeue_task")
+[[ -z "$hard_task" ]] || targets+=("$hard_task")
 all_mid_run() {
     local t
     for t in "${targets[@]}"; do mid_run "$t" || return 1; done
