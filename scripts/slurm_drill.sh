@@ -33,7 +33,8 @@
 # Environment: SURPRISAL_BIN (default target/release/surprisal, built if missing), DRILL_MODEL,
 # DRILL_DATA, DRILL_ARGS (eval flags), DRILL_SHARD_ARGS (extra flags of the shards only, default
 # "--checkpoint-seconds 0" unless DRILL_KILL=none), DRILL_SHARDS (4), DRILL_KILL (both | requeue | hard | none),
-# DRILL_TIMEOUT (seconds), KEEP=1 keeps the work dir (kept anyway on failure).
+# DRILL_TIMEOUT (seconds), DRILL_REF (reuse an unsharded run's --out dir made with the same flags) and
+# DRILL_REF_CPU (its CPU seconds), KEEP=1 keeps the work dir (kept anyway on failure).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -255,12 +256,20 @@ timed() { # timed CPUFILE LABEL CMD...: runs CMD under bash's time, one line app
     local TIMEFORMAT="$label user=%3U sys=%3S wall=%3R"
     { time "$@" 2>&3; } 3>&2 2>>"$file"
 }
-log "unsharded reference run: $(basename "$model"), $(basename "$data"), ${flags[*]}"
-timed "$work/cpu/unsharded.txt" unsharded \
-    "$bin" eval --model "$model" --data "$data" "${flags[@]}" --out "$work/ref" --quiet 2>"$work/ref.stderr" ||
-    fail "the unsharded run failed"
-cpu_ref="$(cpu_of "$work/cpu/unsharded.txt")"
-log "unsharded: $(cat "$work/cpu/unsharded.txt")"
+if [[ -n "${DRILL_REF:-}" ]]; then
+    # a reference run made earlier with the same model, data and flags (saves its CPU time)
+    [[ -f "$DRILL_REF/summary.json" ]] || fail "DRILL_REF=$DRILL_REF holds no summary.json"
+    cp -a "$DRILL_REF" "$work/ref"
+    cpu_ref="${DRILL_REF_CPU:-}"
+    log "unsharded reference: reused $DRILL_REF (CPU ${cpu_ref:-unknown} s)"
+else
+    log "unsharded reference run: $(basename "$model"), $(basename "$data"), ${flags[*]}"
+    timed "$work/cpu/unsharded.txt" unsharded \
+        "$bin" eval --model "$model" --data "$data" "${flags[@]}" --out "$work/ref" --quiet 2>"$work/ref.stderr" ||
+        fail "the unsharded run failed"
+    cpu_ref="$(cpu_of "$work/cpu/unsharded.txt")"
+    log "unsharded: $(cat "$work/cpu/unsharded.txt")"
+fi
 
 # start-up cost, stated beside the ratio (every shard pays it once):
 # - model load: an eval of a one-line text (one tiny window);
@@ -293,7 +302,7 @@ max_chunks=""
 for ((i = 0; i < ${#flags[@]}; i++)); do
     [[ "${flags[$i]}" == --max-chunks ]] && max_chunks="${flags[$((i + 1))]}"
 done
-if [[ -n "$max_chunks" ]] && ((max_chunks > 1)); then
+if [[ -n "$max_chunks" && -n "$cpu_ref" ]] && ((max_chunks > 1)); then
     set_probe_flags 1
     timed "$work/cpu/one-chunk.txt" one-chunk \
         "$bin" eval --model "$model" --data "$data" "${probe_flags[@]}" --quiet 2>"$work/one.stderr" ||
@@ -478,12 +487,16 @@ for i in $(seq 0 $((shards - 1))); do
     fi
     total="$(python3 -c "print(f'{$total + $t:.3f}')")"
 done
-ratio="$(python3 -c "print(f'{$total / $cpu_ref:.3f}')")"
-log "shards total ${total} s CPU / unsharded ${cpu_ref} s CPU = ${ratio}$([[ -n "$requeue_task$hard_task" ]] && echo " (includes the interrupted attempts and their start-ups)")"
-log "  $shards shards carry $((shards - 1)) extra start-ups: model load ${load_cpu} s each$([[ -n "$startup" ]] && echo ", start-up of this run ${startup% *} s each")"
-log "  (shards total - $((shards - 1)) x model load) / unsharded = $(python3 -c "print(f'{($total - ($shards - 1) * $load_cpu) / $cpu_ref:.3f}')")"
-if [[ -n "$startup" ]]; then
-    log "  (shards total - $((shards - 1)) x start-up) / unsharded = $(python3 -c "print(f'{($total - ($shards - 1) * ${startup% *}) / $cpu_ref:.3f}')")"
+if [[ -n "$cpu_ref" ]]; then
+    ratio="$(python3 -c "print(f'{$total / $cpu_ref:.3f}')")"
+    log "shards total ${total} s CPU / unsharded ${cpu_ref} s CPU = ${ratio}$([[ -n "$requeue_task$hard_task" ]] && echo " (includes the interrupted attempts and their start-ups)")"
+    log "  $shards shards carry $((shards - 1)) extra start-ups: model load ${load_cpu} s each$([[ -n "$startup" ]] && echo ", start-up of this run ${startup% *} s each")"
+    log "  (shards total - $((shards - 1)) x model load) / unsharded = $(python3 -c "print(f'{($total - ($shards - 1) * $load_cpu) / $cpu_ref:.3f}')")"
+    if [[ -n "$startup" ]]; then
+        log "  (shards total - $((shards - 1)) x start-up) / unsharded = $(python3 -c "print(f'{($total - ($shards - 1) * ${startup% *}) / $cpu_ref:.3f}')")"
+    fi
+else
+    log "shards total ${total} s CPU (no CPU time for the reused reference)"
 fi
 
 if ((problems)); then
