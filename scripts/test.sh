@@ -16,7 +16,8 @@ cargo test --release --workspace
 if [[ "${SURPRISAL_SKIP_SCHEDULER_DRILLS:-0}" == 1 ]]; then
     echo "test.sh: SKIPPED the scheduler drills (SURPRISAL_SKIP_SCHEDULER_DRILLS=1)" >&2
 else
-    cargo build --release -q -p surprisal-cli
+    # the binary `cargo test` just built and tested (its integration tests run target/release/surprisal)
+    [[ -x target/release/surprisal ]] || cargo build --release -q -p surprisal-cli
     bash scripts/install_scheduler_deps.sh
     export SURPRISAL_BIN="$PWD/target/release/surprisal"
     bash scripts/k8s_contract.sh
