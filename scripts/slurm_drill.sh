@@ -59,8 +59,8 @@ if ((smollm2)); then
 else
     model="${DRILL_MODEL:-$root/crates/models/tests/fixtures/llama}"
     data="${DRILL_DATA:-$root/crates/cli/tests/fixtures/kill_resume.txt}"
-    # stride 32: 724 windows of one batch each, so the shards last a few seconds
-    read -r -a flags <<<"${DRILL_ARGS:---protocol sliding --window 128 --stride 32 --batch-size 1 --per-token jsonl --words}"
+    # stride 16: 1448 windows of one batch each, so the shards last several seconds
+    read -r -a flags <<<"${DRILL_ARGS:---protocol sliding --window 128 --stride 16 --batch-size 1 --per-token jsonl --words}"
     timeout_s="${DRILL_TIMEOUT:-170}"
 fi
 shards="${DRILL_SHARDS:-4}"
@@ -326,6 +326,8 @@ exit \$rc
 EOF
 chmod +x "$work/timed-surprisal"
 out="$work/sharded"
+windows_total="$(sed -n 's/^  "windows": \([0-9]*\),\{0,1\}$/\1/p' "$work/ref/summary.json")"
+[[ -n "$windows_total" ]] || fail "no windows count in the reference summary.json"
 sb() { timeout 30 sbatch --parsable "$@" | cut -d';' -f1; }
 array="$(SURPRISAL_BIN="$work/timed-surprisal" SURPRISAL_LOG=info sb --array=0-$((shards - 1)) --output="$work/jobs/shard-%a.out" \
     "$root/scripts/cluster/shard.sbatch" "$shards" "$out" eval --model "$model" --data "$data" "${flags[@]}" "${shard_extra[@]}")" ||
@@ -338,14 +340,20 @@ job_field() { # job_field JOB KEY: a field of `scontrol show job`
     timeout 10 scontrol -o show job "$1" 2>/dev/null | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1
 }
 shard_dir() { printf '%s/shard-%05d-of-%05d' "$out" "$1" "$shards"; }
-mid_run() { # a checkpoint with finished windows, no summary yet, and the task running
-    local d
-    d="$(shard_dir "$1")"
-    [[ -f "$d/checkpoint.json" && ! -f "$d/summary.json" ]] &&
-        python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); sys.exit(not (c["windows_done"] > 0 and not c["complete"]))' "$d/checkpoint.json" 2>/dev/null &&
-        [[ "$(job_field "${array}_$1" JobState)" == RUNNING ]]
+ck_field() { # ck_field TASK KEY: a top-level field of the shard's checkpoint.json (pretty-printed)
+    sed -n "s/^  \"$2\": \([^,]*\),\{0,1\}\$/\1/p" "$(shard_dir "$1")/checkpoint.json" 2>/dev/null
 }
-windows_done() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["windows_done"])' "$(shard_dir "$1")/checkpoint.json"; }
+mid_run() { # a checkpoint with finished windows, no summary yet, and the task running
+    local d w
+    d="$(shard_dir "$1")"
+    [[ -f "$d/checkpoint.json" && ! -f "$d/summary.json" ]] || return 1
+    w="$(ck_field "$1" windows_done)"
+    [[ -n "$w" && "$(ck_field "$1" complete)" == false ]] || return 1
+    # window ids count from the corpus start: finished windows means past the shard's first one
+    (("$w" > $(($1 * windows_total / shards)))) || return 1
+    [[ "$(job_field "${array}_$1" JobState)" == RUNNING ]]
+}
+windows_done() { ck_field "$1" windows_done; }
 task_is() { [[ "$(job_field "${array}_$1" JobState)" == "$2" ]]; } # task_is TASK STATE
 release() { # release TASK...: a requeued task gets a begin time 120 s out; let it start sooner
     local t
@@ -360,8 +368,8 @@ release() { # release TASK...: a requeued task gets a begin time 120 s out; let 
     done
 }
 
-# tasks 0 and 1 start together (the node has at least 2 CPUs, one per task): both are interrupted
-# at the same point of the run
+# tasks 0 and 1 start together (the node has at least 2 CPUs, one per task); each is interrupted as
+# soon as it has checkpointed finished windows (and has no summary yet)
 requeue_task=""
 hard_task=""
 case "$kill_mode" in
@@ -372,19 +380,10 @@ esac
 targets=()
 [[ -z "$requeue_task" ]] || targets+=("$requeue_task")
 [[ -z "$hard_task" ]] || targets+=("$hard_task")
-all_mid_run() {
-    local t
-    for t in "${targets[@]}"; do mid_run "$t" || return 1; done
-}
-if ((${#targets[@]})); then
-    ((cpus >= 2)) || fail "interrupting shards needs a node with 2 CPUs (DRILL_KILL=none runs without)"
-    wait_end=$((SECONDS + 90)) wait_until "tasks ${targets[*]} to be mid-run" all_mid_run
-fi
-if [[ -n "$hard_task" ]]; then
+hard_kill() { # kill -9 of the task's surprisal process, found by its Slurm environment
+    # (`scontrol listpids` needs a proctrack plugin that tracks pids; linuxproc does not answer it)
+    local w p env_of pid=""
     w="$(windows_done "$hard_task")"
-    # the task's surprisal process: found by its Slurm environment (`scontrol listpids` needs a
-    # proctrack plugin that tracks pids, linuxproc does not answer it)
-    pid=""
     for p in /proc/[0-9]*; do
         [[ "$(cat "$p/comm" 2>/dev/null)" == surprisal ]] || continue
         env_of="$(tr '\0' '\n' <"$p/environ" 2>/dev/null)" || continue
@@ -393,12 +392,36 @@ if [[ -n "$hard_task" ]]; then
     done
     [[ -n "$pid" ]] || fail "no surprisal process with SLURM_ARRAY_JOB_ID=$array SLURM_ARRAY_TASK_ID=$hard_task"
     kill -9 "$pid"
-    log "task $hard_task: kill -9 of surprisal (pid $pid, $w windows checkpointed)"
-fi
-if [[ -n "$requeue_task" ]]; then
+    log "task $hard_task: kill -9 of surprisal (pid $pid, checkpoint at window $w)"
+}
+requeue_running() {
+    local w
     w="$(windows_done "$requeue_task")"
     timeout 10 scontrol requeue "${array}_$requeue_task" || fail "scontrol requeue ${array}_$requeue_task failed"
-    log "task $requeue_task: scontrol requeue while running ($w windows checkpointed)"
+    log "task $requeue_task: scontrol requeue while running (checkpoint at window $w)"
+}
+if ((${#targets[@]})); then
+    ((cpus >= 2)) || fail "interrupting shards needs a node with 2 CPUs (DRILL_KILL=none runs without)"
+    hard_done=0 requeue_done=0
+    [[ -n "$hard_task" ]] || hard_done=1
+    [[ -n "$requeue_task" ]] || requeue_done=1
+    end=$((SECONDS + 90))
+    while ((!hard_done || !requeue_done)); do
+        ((SECONDS < end && SECONDS < deadline)) || fail "timed out waiting for tasks ${targets[*]} to be mid-run"
+        if ((!hard_done)) && mid_run "$hard_task"; then
+            hard_kill
+            hard_done=1
+        fi
+        if ((!requeue_done)) && mid_run "$requeue_task"; then
+            requeue_running
+            requeue_done=1
+        fi
+        for t in "${targets[@]}"; do
+            [[ ! -f "$(shard_dir "$t")/summary.json" ]] ||
+                fail "task $t finished before it could be interrupted (make the shards longer: DRILL_ARGS)"
+        done
+        sleep 0.05
+    done
 fi
 if [[ -n "$hard_task" ]]; then
     wait_until "task $hard_task to fail" task_is "$hard_task" FAILED
