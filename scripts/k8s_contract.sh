@@ -269,7 +269,7 @@ for ((i = shards - 1; i >= 0; i--)); do
         bg_pids=""
         (pod 1 "$work/pod-1.log") || fail "the retried pod of index 1 failed: $(tail -n 3 "$work/pod-1.log")"
         if grep -q "resuming from checkpoint" "$work/pod-1.log"; then
-            log "index 1: first pod killed (kill -9) after $w checkpointed windows; the retry resumed: $(grep "resuming from checkpoint" "$work/pod-1.log" | tail -n 1 | sed 's/\x1b\[[0-9;]*m//g; s/.*INFO //')"
+            log "index 1: first pod killed (kill -9) with its checkpoint at window $w; the retry resumed: $(grep "resuming from checkpoint" "$work/pod-1.log" | tail -n 1 | sed 's/\x1b\[[0-9;]*m//g; s/.*INFO //')"
         else
             echo "MISMATCH index 1: the retried pod did not resume from the checkpoint" >&2
             problems=1
