@@ -11,7 +11,8 @@
 # 2. Runs the unsharded reference (`surprisal eval ... --out REF`) under bash's `time`.
 # 3. Submits scripts/cluster/shard.sbatch as `sbatch --array=0-3` (`--shards 4 --out DIR --resume`)
 #    and scripts/cluster/merge.sbatch with `--dependency=afterok:<array>`.
-# 4. Interrupts two shards mid-run (a checkpoint written, no summary yet):
+# 4. Interrupts tasks 0 and 1 mid-run, each as soon as its checkpoint is past the shard's first
+#    window and there is no summary yet:
 #    - requeue: `scontrol requeue` on the running task (Slurm kills it and queues it again);
 #    - hard: `kill -9` of the task's surprisal process (the task FAILS, as after an OOM kill), then
 #      `scontrol requeue` of the failed task. A failed task leaves an `afterok:<array>` dependency
@@ -24,11 +25,12 @@
 #    the token and word rows). Then requeues a finished task: it must be a no-op (every file of the
 #    shard unchanged but the lock file, which names the last holder's PID).
 # 6. Prints the CPU time of every attempt (user+sys) and the ratio of the shards' total to the
-#    unsharded run's; for a `--max-chunks K` run also the start-up cost (model load + tokenizing) from a
-#    `--max-chunks 1` run: cpu(k) = s + k*c.
+#    unsharded run's, beside the model load (an eval of one line) and, for a `--max-chunks K` run, the
+#    run's start-up (model load + tokenizing the corpus) from a `--max-chunks 1` run: cpu(k) = s + k*c.
 #
-# Exit status 0 only if everything matched. Every wait has a deadline (DRILL_TIMEOUT, default 170 s
-# after the start): a broken scheduler fails with the daemon and job logs printed instead of hanging.
+# Exit status 0 only if everything matched. Every wait has a deadline (the bring-up 30 s, the whole
+# drill DRILL_TIMEOUT, default 170 s; 1800 s with --smollm2): a broken scheduler fails with the
+# daemon and job logs printed instead of hanging. The node needs 2 CPUs for the interruptions.
 #
 # Environment: SURPRISAL_BIN (default target/release/surprisal, built if missing), DRILL_MODEL,
 # DRILL_DATA, DRILL_ARGS (eval flags), DRILL_SHARD_ARGS (extra flags of the shards only, default
