@@ -8,7 +8,8 @@
 # 1. Validates scripts/cluster/k8s-indexed-job.yaml and k8s-merge-job.yaml with python's yaml module
 #    (PyYAML) and checks the contract: completionMode Indexed, backoffLimitPerIndex, restartPolicy
 #    Never, a ReadWriteMany PVC mounted by both Jobs, `--shards` equal to `completions`, `--out` on the
-#    volume, `--resume`, no explicit index, the merge Job merging that same directory.
+#    volume, `--resume`, no explicit index, the merge Job merging that same directory; and that the
+#    excerpt in docs/cluster.md says what the file says.
 # 2. Takes the containers' `command` and `env` from the manifests, mounts the volume at a temp dir
 #    (every argument under the mountPath is remapped; the model and data are linked onto the
 #    "volume"), and runs:
@@ -138,6 +139,18 @@ mc, mmount, menv = pod(merge, "merge Job")
 mcmd = list(mc.get("command", [])) + list(mc.get("args", []))
 check(mmount == mount, f"the merge Job mounts the volume at {mmount}, the shards at {mount}")
 check(mcmd == ["surprisal", "merge", out], f"the merge command {mcmd} does not merge {out}")
+# docs/cluster.md shows the Job condensed: it must say what the file says
+import os, re
+doc = os.path.join(os.path.dirname(jobs_path), "..", "..", "docs", "cluster.md")
+shown = [d for b in re.findall(r"```yaml\n(.*?)```", open(doc).read(), re.S)
+         for d in [yaml.safe_load(b)] if isinstance(d, dict) and d.get("kind") == "Job"]
+check(len(shown) == 1, "docs/cluster.md should show the shard Job once")
+for d in shown:
+    dc = d["spec"]["template"]["spec"]["containers"][0]
+    check(dc.get("command") == c.get("command") and dc.get("env") == c.get("env"),
+          "docs/cluster.md shows another command or env than the manifest")
+    for k in ("completionMode", "completions", "parallelism", "backoffLimitPerIndex", "maxFailedIndexes", "podFailurePolicy"):
+        check(d["spec"].get(k) == s.get(k), f"docs/cluster.md shows another {k} than the manifest")
 if problems:
     sys.exit("\n".join(problems))
 with open(out_path, "w") as f:
