@@ -131,7 +131,7 @@ pub fn render(runs: &[Run], opts: &Options) -> Result<String> {
         overview,
         position_table,
         classes: text::color_classes(),
-        text_scale: plots::text_scale(text::TEXT_MAX_NATS, text::COLOR_STEPS, text::TEXT_MAP).map_err(plot_err(first))?,
+        text_scale: plots::text_scale(text::TEXT_MAX_NATS, text::COLOR_STEPS, text::class_color).map_err(plot_err(first))?,
         text_max_nats: text::TEXT_MAX_NATS,
     };
     let mut env = minijinja::Environment::new();

@@ -84,6 +84,7 @@ pub fn by_position(title: &str, y_desc: &str, curves: &[Curve]) -> Result<String
         let mut chart = ChartBuilder::on(area)
             .caption(title, (FONT, 20))
             .margin(12)
+            .margin_right(40)
             .x_label_area_size(48)
             .y_label_area_size(60)
             .build_cartesian_2d(0i32..max_bin.max(1), 0f64..y_max)?;
@@ -317,7 +318,7 @@ fn color_bar(area: &Area, desc: &str, max: f64, log: bool, map: colorous::Gradie
         .margin_bottom(56)
         .margin_right(6)
         .y_label_area_size(0)
-        .right_y_label_area_size(44)
+        .right_y_label_area_size(52)
         .build_cartesian_2d(0f64..1f64, 0f64..1f64)?;
     let label = |t: &f64| {
         let v = from_t(*t);
@@ -334,8 +335,8 @@ fn color_bar(area: &Area, desc: &str, max: f64, log: bool, map: colorous::Gradie
         .y_labels(6)
         .y_label_formatter(&label)
         .y_desc(desc)
-        .axis_desc_style((FONT, 12))
-        .label_style((FONT, 11))
+        .axis_desc_style((FONT, 14))
+        .label_style((FONT, 13))
         .draw()?;
     chart.draw_series((0..steps).map(|k| {
         let (t0, t1) = (k as f64 / steps as f64, (k + 1) as f64 / steps as f64);
@@ -344,9 +345,9 @@ fn color_bar(area: &Area, desc: &str, max: f64, log: bool, map: colorous::Gradie
     Ok(())
 }
 
-/// A horizontal colour bar for the coloured text: `steps` swatches over `[0, max]` nats, with the
-/// same quantization as the token classes.
-pub fn text_scale(max_nats: f64, steps: usize, map: colorous::Gradient) -> Result<String, PlotError> {
+/// A horizontal colour bar for the coloured text: `steps` swatches over `[0, max]` nats, swatch
+/// `k` in `color(k)` (the token classes' colours).
+pub fn text_scale(max_nats: f64, steps: usize, color: impl Fn(usize) -> colorous::Color) -> Result<String, PlotError> {
     svg("colour scale", (560, 74), |area| {
         let mut chart = ChartBuilder::on(area)
             .margin_left(12)
@@ -362,13 +363,14 @@ pub fn text_scale(max_nats: f64, steps: usize, map: colorous::Gradient) -> Resul
             .x_labels(max_nats as usize + 1)
             .x_label_formatter(&fmt)
             .x_desc("token surprisal, NLL (nats)")
-            .axis_desc_style((FONT, 12))
-            .label_style((FONT, 11))
+            .axis_desc_style((FONT, 13))
+            .label_style((FONT, 12))
             .draw()?;
         let w = max_nats / steps as f64;
         chart.draw_series((0..steps).map(|k| {
             let x0 = k as f64 * w;
-            Rectangle::new([(x0, 0.0), (x0 + w, 1.0)], map_color(map, (k as f64 + 0.5) / steps as f64).filled())
+            let c = color(k);
+            Rectangle::new([(x0, 0.0), (x0 + w, 1.0)], RGBColor(c.r, c.g, c.b).filled())
         }))?;
         Ok(())
     })

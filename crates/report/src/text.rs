@@ -40,11 +40,17 @@ pub struct ColorClass {
     pub color: String,
 }
 
-/// The classes `c0` … `c{COLOR_STEPS−1}`: the map reversed (light = predictable).
+/// The colour of class `c{k}`: the map reversed (light = predictable, dark = surprising, so the
+/// eye goes to the surprises on a light page).
+pub fn class_color(k: usize) -> colorous::Color {
+    TEXT_MAP.eval_continuous(1.0 - (k as f64 + 0.5) / COLOR_STEPS as f64)
+}
+
+/// The classes `c0` … `c{COLOR_STEPS−1}`.
 pub fn color_classes() -> Vec<ColorClass> {
     (0..COLOR_STEPS)
         .map(|k| {
-            let c = TEXT_MAP.eval_continuous(1.0 - (k as f64 + 0.5) / COLOR_STEPS as f64);
+            let c = class_color(k);
             let luminance = 0.2126 * f64::from(c.r) + 0.7152 * f64::from(c.g) + 0.0722 * f64::from(c.b);
             ColorClass {
                 name: format!("c{k}"),
