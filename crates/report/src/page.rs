@@ -179,13 +179,20 @@ fn overview(runs: &[Run]) -> std::result::Result<(Vec<Figure>, Table), PlotError
     }
     let all_banded = per_run.iter().all(|p| p.2);
     let svg = plots::by_position("Entropy rate: mean NLL and entropy by context length", "nats per token", &curves)?;
+    let few_bins = per_run.iter().any(|p| p.0.len() <= 2);
     let caption = format!(
         "Mean NLL (solid) and mean entropy of the prediction (dashed) per log2 bin of context length{}. \
-         A model that uses its context well falls steeply; where NLL lies above entropy the text is more surprising than the model expects.",
+         A model that uses its context well falls steeply; where NLL lies above entropy the text is more surprising than the model expects.{}",
         if all_banded {
             ", with 95 % intervals (mean ± 1.96 standard errors, from the token rows)"
         } else {
             "; runs without token rows are drawn from summary.json's by_position, without intervals"
+        },
+        if few_bins {
+            " A run with one or two bins scored its tokens with nearly the same context (the chunks protocol scores the second half of each window only): \
+             a sliding or rolling run gives the whole curve."
+        } else {
+            ""
         }
     );
     let mut head = vec!["context".to_string()];

@@ -68,11 +68,9 @@ pub struct Curve<'a> {
 
 /// Means with 95 % bands against the log2 context-length bins.
 pub fn by_position(title: &str, y_desc: &str, curves: &[Curve]) -> Result<String, PlotError> {
-    let max_bin = curves
-        .iter()
-        .flat_map(|c| c.bands.iter().map(|b| b.bin))
-        .max()
-        .unwrap_or(0) as i32;
+    let bins = || curves.iter().flat_map(|c| c.bands.iter().map(|b| b.bin as i32));
+    // one empty bin of room on each side, so that edge points and their bands are not clipped
+    let (lo, hi) = (bins().min().unwrap_or(0) - 1, bins().max().unwrap_or(0) + 1);
     let y_max = curves
         .iter()
         .flat_map(|c| c.bands.iter().map(|b| b.hi))
@@ -87,11 +85,11 @@ pub fn by_position(title: &str, y_desc: &str, curves: &[Curve]) -> Result<String
             .margin_right(40)
             .x_label_area_size(48)
             .y_label_area_size(60)
-            .build_cartesian_2d(0i32..max_bin.max(1), 0f64..y_max)?;
-        let fmt = |k: &i32| bin_label(*k as usize);
+            .build_cartesian_2d(lo..hi, 0f64..y_max)?;
+        let fmt = |k: &i32| usize::try_from(*k).map(bin_label).unwrap_or_default();
         chart
             .configure_mesh()
-            .x_labels(max_bin as usize + 1)
+            .x_labels((hi - lo + 1) as usize)
             .x_label_formatter(&fmt)
             .x_desc("tokens of context (log2 bins)")
             .y_desc(y_desc)
@@ -120,6 +118,11 @@ pub fn by_position(title: &str, y_desc: &str, curves: &[Curve]) -> Result<String
                         + PathElement::new(vec![(0, 0), (8, 0)], style)
                         + PathElement::new(vec![(8 + gap, 0), (16 + gap, 0)], style)
                 });
+            // the interval also as an error bar: a band of one bin is no area
+            chart.draw_series(c.bands.iter().map(|b| {
+                let x = b.bin as i32;
+                PathElement::new(vec![(x, b.lo), (x, b.hi)], color.stroke_width(1))
+            }))?;
             // marker shape by run, as well as colour
             let (filled, thick) = (color.filled(), color.stroke_width(2));
             match c.series % 4 {
