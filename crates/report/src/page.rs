@@ -8,7 +8,9 @@ use surprisal_runner::CompareReport;
 use crate::error::{ReportError, Result};
 use crate::plots::{self, marker_glyph, Curve, Marker, PlotError};
 use crate::run::{Run, Summary};
-use crate::stats::{bands, bin_label, nice_ceil, quantile, upper_limit, Band, Histogram, Histogram2d};
+use crate::stats::{
+    bands, bin_label, nice_ceil, quantile, upper_limit, Band, Histogram, Histogram2d,
+};
 use crate::text::{self, ColorClass, Span};
 use crate::Options;
 
@@ -117,7 +119,9 @@ pub fn render(runs: &[Run], opts: &Options) -> Result<String> {
     for (k, run) in runs.iter().enumerate() {
         views.push(run_view(k, run, opts).map_err(plot_err(run))?);
     }
-    let first = runs.first().ok_or_else(|| ReportError::new(std::path::Path::new("."), "no run directory given"))?;
+    let first = runs
+        .first()
+        .ok_or_else(|| ReportError::new(std::path::Path::new("."), "no run directory given"))?;
     let (overview, position_table) = overview(runs).map_err(plot_err(first))?;
     let page = Page {
         title: if runs.len() == 1 {
@@ -131,16 +135,23 @@ pub fn render(runs: &[Run], opts: &Options) -> Result<String> {
         overview,
         position_table,
         classes: text::color_classes(),
-        text_scale: plots::text_scale(text::TEXT_MAX_NATS, text::COLOR_STEPS, text::class_color).map_err(plot_err(first))?,
+        text_scale: plots::text_scale(text::TEXT_MAX_NATS, text::COLOR_STEPS, text::class_color)
+            .map_err(plot_err(first))?,
         text_max_nats: text::TEXT_MAX_NATS,
     };
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    env.add_template("report.html", TEMPLATE)
-        .map_err(|e| ReportError::new(std::path::Path::new("templates/report.html"), e.to_string()))?;
+    env.add_template("report.html", TEMPLATE).map_err(|e| {
+        ReportError::new(std::path::Path::new("templates/report.html"), e.to_string())
+    })?;
     env.get_template("report.html")
         .and_then(|t| t.render(&page))
-        .map_err(|e| ReportError::new(std::path::Path::new("templates/report.html"), format!("{e:#}")))
+        .map_err(|e| {
+            ReportError::new(
+                std::path::Path::new("templates/report.html"),
+                format!("{e:#}"),
+            )
+        })
 }
 
 /// The per-bin means of the NLL and entropy of a run: from its token rows (with 95 % bands) or,
@@ -174,11 +185,25 @@ fn overview(runs: &[Run]) -> std::result::Result<(Vec<Figure>, Table), PlotError
     let per_run: Vec<_> = runs.iter().map(position_bands).collect();
     let mut curves = Vec::new();
     for (k, (run, (nll, ent, _))) in runs.iter().zip(&per_run).enumerate() {
-        curves.push(Curve { label: format!("{} NLL", run.label), bands: nll, series: k, dashed: false });
-        curves.push(Curve { label: format!("{} entropy", run.label), bands: ent, series: k, dashed: true });
+        curves.push(Curve {
+            label: format!("{} NLL", run.label),
+            bands: nll,
+            series: k,
+            dashed: false,
+        });
+        curves.push(Curve {
+            label: format!("{} entropy", run.label),
+            bands: ent,
+            series: k,
+            dashed: true,
+        });
     }
     let all_banded = per_run.iter().all(|p| p.2);
-    let svg = plots::by_position("Entropy rate: mean NLL and entropy by context length", "nats per token", &curves)?;
+    let svg = plots::by_position(
+        "Entropy rate: mean NLL and entropy by context length",
+        "nats per token",
+        &curves,
+    )?;
     let few_bins = per_run.iter().any(|p| p.0.len() <= 2);
     let caption = format!(
         "Mean NLL (solid) and mean entropy of the prediction (dashed) per log2 bin of context length{}. \
@@ -201,7 +226,11 @@ fn overview(runs: &[Run]) -> std::result::Result<(Vec<Figure>, Table), PlotError
         head.push(format!("{} NLL (95 % CI)", run.label));
         head.push(format!("{} entropy (95 % CI)", run.label));
     }
-    let max_bin = per_run.iter().flat_map(|p| p.0.iter().map(|b| b.bin)).max().unwrap_or(0);
+    let max_bin = per_run
+        .iter()
+        .flat_map(|p| p.0.iter().map(|b| b.bin))
+        .max()
+        .unwrap_or(0);
     let mut rows = Vec::new();
     for bin in 0..=max_bin {
         if !per_run.iter().any(|p| p.0.iter().any(|b| b.bin == bin)) {
@@ -223,13 +252,21 @@ fn overview(runs: &[Run]) -> std::result::Result<(Vec<Figure>, Table), PlotError
     }
     Ok((
         vec![Figure { svg, caption }],
-        Table { caption: "The plotted numbers (nats)".into(), head, rows },
+        Table {
+            caption: "The plotted numbers (nats)".into(),
+            head,
+            rows,
+        },
     ))
 }
 
 fn run_view(k: usize, run: &Run, opts: &Options) -> std::result::Result<RunView, PlotError> {
     let s = run.model_summary();
-    let prefix = if run.compare().is_some() { "model." } else { "" };
+    let prefix = if run.compare().is_some() {
+        "model."
+    } else {
+        ""
+    };
     let mut figures = Vec::new();
     let mut notes = Vec::new();
     figures.push(Figure {
@@ -291,7 +328,11 @@ fn run_view(k: usize, run: &Run, opts: &Options) -> std::result::Result<RunView,
         notes.push("This run has no per-word rows (it ran without --words).".into());
     }
     let words = (opts.words && !run.words.is_empty()).then(|| {
-        let scored = run.words.iter().filter(|w| w.surprisal_nats.is_some()).count();
+        let scored = run
+            .words
+            .iter()
+            .filter(|w| w.surprisal_nats.is_some())
+            .count();
         TextView {
             spans: text::word_spans(&run.words, opts.tokens),
             shown: opts.tokens.min(scored),
@@ -322,10 +363,19 @@ fn run_view(k: usize, run: &Run, opts: &Options) -> std::result::Result<RunView,
     })
 }
 
-fn compare_view(k: usize, run: &Run, c: &CompareReport) -> std::result::Result<CompareView, PlotError> {
+fn compare_view(
+    k: usize,
+    run: &Run,
+    c: &CompareReport,
+) -> std::result::Result<CompareView, PlotError> {
     let mut figures = Vec::new();
     if !run.reference.is_empty() {
-        let kl = bands(run.tokens.iter().zip(&run.reference).map(|(t, r)| (t.context_len, r.kl_nats)));
+        let kl = bands(
+            run.tokens
+                .iter()
+                .zip(&run.reference)
+                .map(|(t, r)| (t.context_len, r.kl_nats)),
+        );
         figures.push(Figure {
             svg: plots::by_position(
                 "KL(reference ‖ model) by context length",
@@ -334,7 +384,12 @@ fn compare_view(k: usize, run: &Run, c: &CompareReport) -> std::result::Result<C
             )?,
             caption: "Mean per-token KL divergence of the model from the reference per log2 bin of context length, with 95 % intervals (from the token rows).".into(),
         });
-        let deltas: Vec<f64> = run.tokens.iter().zip(&run.reference).map(|(t, r)| t.nll_nats - r.ref_nll_nats).collect();
+        let deltas: Vec<f64> = run
+            .tokens
+            .iter()
+            .zip(&run.reference)
+            .map(|(t, r)| t.nll_nats - r.ref_nll_nats)
+            .collect();
         let lim = nice_ceil(quantile(deltas.iter().map(|d| d.abs()), 0.995).max(1e-4));
         let h = Histogram::new(-lim, lim, 60, deltas.iter().copied());
         let half = Z_95 * c.delta_mean_nll_nats_stderr;
@@ -376,7 +431,11 @@ fn compare_view(k: usize, run: &Run, c: &CompareReport) -> std::result::Result<C
             index: p.index,
         })
         .collect();
-    Ok(CompareView { metrics: compare_rows(c), figures, top_kl })
+    Ok(CompareView {
+        metrics: compare_rows(c),
+        figures,
+        top_kl,
+    })
 }
 
 fn num(v: f64) -> String {
@@ -392,18 +451,35 @@ fn num(v: f64) -> String {
 }
 
 fn cell(before: &'static str, key: String, v: f64) -> Cell {
-    Cell { before, key, value: if v.is_finite() { format!("{v}") } else { "null".into() }, display: num(v) }
+    Cell {
+        before,
+        key,
+        value: if v.is_finite() {
+            format!("{v}")
+        } else {
+            "null".into()
+        },
+        display: num(v),
+    }
 }
 
 fn int_cell(key: String, v: u64) -> Cell {
-    Cell { before: "", key, value: v.to_string(), display: v.to_string() }
+    Cell {
+        before: "",
+        key,
+        value: v.to_string(),
+        display: v.to_string(),
+    }
 }
 
 /// `value ± stderr`.
 fn pm(name: &'static str, p: &str, key: &str, v: f64, se: f64) -> MetricRow {
     MetricRow {
         name,
-        cells: vec![cell("", format!("{p}{key}"), v), cell(" ± ", format!("{p}{key}_stderr"), se)],
+        cells: vec![
+            cell("", format!("{p}{key}"), v),
+            cell(" ± ", format!("{p}{key}_stderr"), se),
+        ],
         after: " (± 1 standard error)",
     }
 }
@@ -422,15 +498,39 @@ fn ci(name: &'static str, p: &str, key: &str, v: f64, lohi: [f64; 2]) -> MetricR
 }
 
 fn one(name: &'static str, key: String, v: f64) -> MetricRow {
-    MetricRow { name, cells: vec![cell("", key, v)], after: "" }
+    MetricRow {
+        name,
+        cells: vec![cell("", key, v)],
+        after: "",
+    }
 }
 
 fn summary_rows(p: &str, s: &EvalSummary, run: &Run) -> Vec<MetricRow> {
     let mut rows = vec![
-        MetricRow { name: "tokens scored", cells: vec![int_cell(format!("{p}tokens_scored"), s.tokens_scored)], after: "" },
-        ci("perplexity", p, "perplexity", s.perplexity, s.perplexity_ci95),
-        pm("mean NLL (nats)", p, "mean_nll_nats", s.mean_nll_nats, s.mean_nll_nats_stderr),
-        one("bits per token", format!("{p}bits_per_token"), s.bits_per_token),
+        MetricRow {
+            name: "tokens scored",
+            cells: vec![int_cell(format!("{p}tokens_scored"), s.tokens_scored)],
+            after: "",
+        },
+        ci(
+            "perplexity",
+            p,
+            "perplexity",
+            s.perplexity,
+            s.perplexity_ci95,
+        ),
+        pm(
+            "mean NLL (nats)",
+            p,
+            "mean_nll_nats",
+            s.mean_nll_nats,
+            s.mean_nll_nats_stderr,
+        ),
+        one(
+            "bits per token",
+            format!("{p}bits_per_token"),
+            s.bits_per_token,
+        ),
     ];
     if let Some(v) = s.bits_per_byte {
         rows.push(one("bits per byte", format!("{p}bits_per_byte"), v));
@@ -439,13 +539,45 @@ fn summary_rows(p: &str, s: &EvalSummary, run: &Run) -> Vec<MetricRow> {
         rows.push(one("word perplexity", format!("{p}word_perplexity"), v));
     }
     rows.extend([
-        pm("mean entropy (nats)", p, "mean_entropy_nats", s.mean_entropy_nats, s.mean_entropy_nats_stderr),
-        pm("mean varentropy (nats²)", p, "mean_varentropy_nats2", s.mean_varentropy_nats2, s.mean_varentropy_nats2_stderr),
-        one("mean min-entropy (nats)", format!("{p}mean_min_entropy_nats"), s.mean_min_entropy_nats),
-        one("mean Rényi-2 entropy (nats)", format!("{p}mean_renyi2_entropy_nats"), s.mean_renyi2_entropy_nats),
-        one("top-1 accuracy", format!("{p}top1_accuracy"), s.top1_accuracy),
-        one("mean top-1 probability", format!("{p}mean_top1_prob"), s.mean_top1_prob),
-        one("calibration ECE", format!("{p}calibration_ece"), s.calibration_ece),
+        pm(
+            "mean entropy (nats)",
+            p,
+            "mean_entropy_nats",
+            s.mean_entropy_nats,
+            s.mean_entropy_nats_stderr,
+        ),
+        pm(
+            "mean varentropy (nats²)",
+            p,
+            "mean_varentropy_nats2",
+            s.mean_varentropy_nats2,
+            s.mean_varentropy_nats2_stderr,
+        ),
+        one(
+            "mean min-entropy (nats)",
+            format!("{p}mean_min_entropy_nats"),
+            s.mean_min_entropy_nats,
+        ),
+        one(
+            "mean Rényi-2 entropy (nats)",
+            format!("{p}mean_renyi2_entropy_nats"),
+            s.mean_renyi2_entropy_nats,
+        ),
+        one(
+            "top-1 accuracy",
+            format!("{p}top1_accuracy"),
+            s.top1_accuracy,
+        ),
+        one(
+            "mean top-1 probability",
+            format!("{p}mean_top1_prob"),
+            s.mean_top1_prob,
+        ),
+        one(
+            "calibration ECE",
+            format!("{p}calibration_ece"),
+            s.calibration_ece,
+        ),
     ]);
     let (tps, secs) = match &run.summary {
         Summary::Eval(f) => (f.tokens_per_second, f.elapsed_seconds),
@@ -459,7 +591,13 @@ fn summary_rows(p: &str, s: &EvalSummary, run: &Run) -> Vec<MetricRow> {
 fn compare_rows(c: &CompareReport) -> Vec<MetricRow> {
     let q = &c.kl_nats_quantiles;
     vec![
-        pm("mean KL(reference ‖ model) (nats)", "", "mean_kl_nats", c.mean_kl_nats, c.mean_kl_nats_stderr),
+        pm(
+            "mean KL(reference ‖ model) (nats)",
+            "",
+            "mean_kl_nats",
+            c.mean_kl_nats,
+            c.mean_kl_nats_stderr,
+        ),
         MetricRow {
             name: "KL quantiles (nats)",
             cells: vec![
@@ -471,12 +609,44 @@ fn compare_rows(c: &CompareReport) -> Vec<MetricRow> {
             after: "",
         },
         one("top-1 agreement", "top1_agreement".into(), c.top1_agreement),
-        pm("ΔNLL, paired (nats)", "", "delta_mean_nll_nats", c.delta_mean_nll_nats, c.delta_mean_nll_nats_stderr),
-        ci("perplexity ratio (model / reference)", "", "perplexity_ratio", c.perplexity_ratio, c.perplexity_ratio_ci95),
-        pm("Δ mean entropy (nats)", "", "delta_mean_entropy_nats", c.delta_mean_entropy_nats, c.delta_mean_entropy_nats_stderr),
-        one("mean Δ target probability", "mean_target_prob_delta".into(), c.mean_target_prob_delta),
-        one("RMS Δ target probability", "rms_target_prob_delta".into(), c.rms_target_prob_delta),
-        ci("reference perplexity", "reference.", "perplexity", c.reference.perplexity, c.reference.perplexity_ci95),
+        pm(
+            "ΔNLL, paired (nats)",
+            "",
+            "delta_mean_nll_nats",
+            c.delta_mean_nll_nats,
+            c.delta_mean_nll_nats_stderr,
+        ),
+        ci(
+            "perplexity ratio (model / reference)",
+            "",
+            "perplexity_ratio",
+            c.perplexity_ratio,
+            c.perplexity_ratio_ci95,
+        ),
+        pm(
+            "Δ mean entropy (nats)",
+            "",
+            "delta_mean_entropy_nats",
+            c.delta_mean_entropy_nats,
+            c.delta_mean_entropy_nats_stderr,
+        ),
+        one(
+            "mean Δ target probability",
+            "mean_target_prob_delta".into(),
+            c.mean_target_prob_delta,
+        ),
+        one(
+            "RMS Δ target probability",
+            "rms_target_prob_delta".into(),
+            c.rms_target_prob_delta,
+        ),
+        ci(
+            "reference perplexity",
+            "reference.",
+            "perplexity",
+            c.reference.perplexity,
+            c.reference.perplexity_ci95,
+        ),
     ]
 }
 
@@ -489,7 +659,11 @@ fn provenance(run: &Run) -> Vec<Fact> {
         serde_json::Value::Null => "—".into(),
         o => o.to_string(),
     };
-    let fact = |name: &str, value: String| Fact { name: name.into(), value, title: String::new() };
+    let fact = |name: &str, value: String| Fact {
+        name: name.into(),
+        value,
+        title: String::new(),
+    };
     let mut out = vec![fact("mode", s(&j["mode"]))];
     for (key, name) in [("model_source", "model"), ("reference_source", "reference")] {
         let Some(m) = j.get(key) else { continue };
@@ -498,7 +672,11 @@ fn provenance(run: &Run) -> Vec<Fact> {
             let sha = s(&f["sha256"]);
             out.push(Fact {
                 name: format!("{name} file"),
-                value: format!("{} (sha256 {}…)", s(&f["path"]), sha.get(..12).unwrap_or(&sha)),
+                value: format!(
+                    "{} (sha256 {}…)",
+                    s(&f["path"]),
+                    sha.get(..12).unwrap_or(&sha)
+                ),
                 title: format!("sha256 {sha}"),
             });
         }
@@ -506,7 +684,11 @@ fn provenance(run: &Run) -> Vec<Fact> {
     let sha = s(&j["data"]["sha256"]);
     out.push(Fact {
         name: "data".into(),
-        value: format!("{} (sha256 {}…)", s(&j["data"]["path"]), sha.get(..12).unwrap_or(&sha)),
+        value: format!(
+            "{} (sha256 {}…)",
+            s(&j["data"]["path"]),
+            sha.get(..12).unwrap_or(&sha)
+        ),
         title: format!("sha256 {sha}"),
     });
     let p = &j["protocol"];

@@ -28,7 +28,11 @@ const FONT: &str = "sans-serif";
 const BAR: RGBColor = RGBColor(0x4c, 0x72, 0xb0);
 
 /// Draws `(w, h)` pixels with `f` and returns the SVG document.
-fn svg(plot: &'static str, (w, h): (u32, u32), f: impl FnOnce(&Area) -> Drawn) -> Result<String, PlotError> {
+fn svg(
+    plot: &'static str,
+    (w, h): (u32, u32),
+    f: impl FnOnce(&Area) -> Drawn,
+) -> Result<String, PlotError> {
     let mut out = String::new();
     {
         let area = SVGBackend::with_string(&mut out, (w, h)).into_drawing_area();
@@ -68,7 +72,11 @@ pub struct Curve<'a> {
 
 /// Means with 95 % bands against the log2 context-length bins.
 pub fn by_position(title: &str, y_desc: &str, curves: &[Curve]) -> Result<String, PlotError> {
-    let bins = || curves.iter().flat_map(|c| c.bands.iter().map(|b| b.bin as i32));
+    let bins = || {
+        curves
+            .iter()
+            .flat_map(|c| c.bands.iter().map(|b| b.bin as i32))
+    };
     // one empty bin of room on each side, so that edge points and their bands are not clipped
     let (lo, hi) = (bins().min().unwrap_or(0) - 1, bins().max().unwrap_or(0) + 1);
     let y_max = curves
@@ -99,9 +107,13 @@ pub fn by_position(title: &str, y_desc: &str, curves: &[Curve]) -> Result<String
             .draw()?;
         for c in curves {
             let color = series_color(c.series);
-            let mut outline: Vec<(i32, f64)> = c.bands.iter().map(|b| (b.bin as i32, b.hi)).collect();
+            let mut outline: Vec<(i32, f64)> =
+                c.bands.iter().map(|b| (b.bin as i32, b.hi)).collect();
             outline.extend(c.bands.iter().rev().map(|b| (b.bin as i32, b.lo)));
-            chart.draw_series(std::iter::once(Polygon::new(outline, color.mix(0.18).filled())))?;
+            chart.draw_series(std::iter::once(Polygon::new(
+                outline,
+                color.mix(0.18).filled(),
+            )))?;
             let points: Vec<(i32, f64)> = c.bands.iter().map(|b| (b.bin as i32, b.mean)).collect();
             let style = color.stroke_width(2);
             let legend = if c.dashed {
@@ -127,9 +139,15 @@ pub fn by_position(title: &str, y_desc: &str, curves: &[Curve]) -> Result<String
             let (filled, thick) = (color.filled(), color.stroke_width(2));
             match c.series % 4 {
                 0 => chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, filled)))?,
-                1 => chart.draw_series(points.iter().map(|&p| TriangleMarker::new(p, 5, filled)))?,
+                1 => {
+                    chart.draw_series(points.iter().map(|&p| TriangleMarker::new(p, 5, filled)))?
+                }
                 2 => chart.draw_series(points.iter().map(|&p| Cross::new(p, 4, thick)))?,
-                _ => chart.draw_series(points.iter().map(|&p| EmptyElement::at(p) + Rectangle::new([(-4, -4), (4, 4)], filled)))?,
+                _ => {
+                    chart.draw_series(points.iter().map(|&p| {
+                        EmptyElement::at(p) + Rectangle::new([(-4, -4), (4, 4)], filled)
+                    }))?
+                }
             };
         }
         chart
@@ -163,15 +181,27 @@ pub fn calibration(title: &str, bins: &[CalibrationBin]) -> Result<String, PlotE
             .draw()?;
         chart.draw_series(bins.iter().filter_map(|b| {
             let acc = b.accuracy?;
-            Some(Rectangle::new([(b.lower, 0.0), (b.upper, acc)], BAR.mix(0.55).filled()))
+            Some(Rectangle::new(
+                [(b.lower, 0.0), (b.upper, acc)],
+                BAR.mix(0.55).filled(),
+            ))
         }))?;
         chart
-            .draw_series(DashedLineSeries::new(vec![(0.0, 0.0), (1.0, 1.0)], 6, 4, BLACK.stroke_width(1)))?
+            .draw_series(DashedLineSeries::new(
+                vec![(0.0, 0.0), (1.0, 1.0)],
+                6,
+                4,
+                BLACK.stroke_width(1),
+            ))?
             .label("perfect calibration")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK.stroke_width(1)));
         chart
             .draw_series(bins.iter().filter_map(|b| {
-                Some(Circle::new((b.mean_confidence?, b.accuracy?), 3, BLACK.filled()))
+                Some(Circle::new(
+                    (b.mean_confidence?, b.accuracy?),
+                    3,
+                    BLACK.filled(),
+                ))
             }))?
             .label("bin: mean confidence, accuracy")
             .legend(|(x, y)| Circle::new((x + 8, y), 3, BLACK.filled()));
@@ -181,7 +211,11 @@ pub fn calibration(title: &str, bins: &[CalibrationBin]) -> Result<String, PlotE
             .color(&grey);
         chart.draw_series(bins.iter().filter(|b| b.count > 0).map(|b| {
             let top = b.accuracy.unwrap_or(0.0);
-            Text::new(compact(b.count), ((b.lower + b.upper) / 2.0, top + 0.01), small.clone())
+            Text::new(
+                compact(b.count),
+                ((b.lower + b.upper) / 2.0, top + 0.01),
+                small.clone(),
+            )
         }))?;
         chart
             .configure_series_labels()
@@ -214,7 +248,12 @@ pub struct Marker {
 }
 
 /// A histogram (bars) with optional vertical markers.
-pub fn histogram(title: &str, x_desc: &str, h: &Histogram, markers: &[Marker]) -> Result<String, PlotError> {
+pub fn histogram(
+    title: &str,
+    x_desc: &str,
+    h: &Histogram,
+    markers: &[Marker],
+) -> Result<String, PlotError> {
     let y_max = h.counts.iter().copied().max().unwrap_or(0).max(1) as f64 * 1.1;
     svg("histogram", (560, 400), |area| {
         let mut chart = ChartBuilder::on(area)
@@ -232,19 +271,33 @@ pub fn histogram(title: &str, x_desc: &str, h: &Histogram, markers: &[Marker]) -
             .light_line_style(WHITE.mix(0.0))
             .draw()?;
         let w = h.width();
-        chart.draw_series(h.counts.iter().enumerate().filter(|(_, &c)| c > 0).map(|(k, &c)| {
-            let x0 = h.lo + k as f64 * w;
-            Rectangle::new([(x0, 0.0), (x0 + w, c as f64)], BAR.mix(0.75).filled())
-        }))?;
+        chart.draw_series(
+            h.counts
+                .iter()
+                .enumerate()
+                .filter(|(_, &c)| c > 0)
+                .map(|(k, &c)| {
+                    let x0 = h.lo + k as f64 * w;
+                    Rectangle::new([(x0, 0.0), (x0 + w, c as f64)], BAR.mix(0.75).filled())
+                }),
+        )?;
         for (k, m) in markers.iter().enumerate() {
             let color = series_color(k + 1);
             if let Some((a, b)) = m.interval {
-                chart.draw_series(std::iter::once(Rectangle::new([(a, 0.0), (b, y_max)], color.mix(0.25).filled())))?;
+                chart.draw_series(std::iter::once(Rectangle::new(
+                    [(a, 0.0), (b, y_max)],
+                    color.mix(0.25).filled(),
+                )))?;
             }
             chart
-                .draw_series(LineSeries::new(vec![(m.x, 0.0), (m.x, y_max)], color.stroke_width(2)))?
+                .draw_series(LineSeries::new(
+                    vec![(m.x, 0.0), (m.x, y_max)],
+                    color.stroke_width(2),
+                ))?
                 .label(m.label.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                });
         }
         if !markers.is_empty() {
             chart
@@ -291,14 +344,22 @@ pub fn histogram_2d(title: &str, h: &Histogram2d) -> Result<String, PlotError> {
         let ny = h.counts.len() as f64;
         let (dx, dy) = ((h.x.1 - h.x.0) / nx, (h.y.1 - h.y.0) / ny);
         chart.draw_series(h.counts.iter().enumerate().flat_map(|(iy, row)| {
-            row.iter().enumerate().filter(|(_, &c)| c > 0).map(move |(ix, &c)| {
-                let (x0, y0) = (h.x.0 + ix as f64 * dx, h.y.0 + iy as f64 * dy);
-                Rectangle::new([(x0, y0), (x0 + dx, y0 + dy)], shade(c).filled())
-            })
+            row.iter()
+                .enumerate()
+                .filter(|(_, &c)| c > 0)
+                .map(move |(ix, &c)| {
+                    let (x0, y0) = (h.x.0 + ix as f64 * dx, h.y.0 + iy as f64 * dy);
+                    Rectangle::new([(x0, y0), (x0 + dx, y0 + dy)], shade(c).filled())
+                })
         }))?;
         let d = h.x.1.min(h.y.1);
         chart
-            .draw_series(DashedLineSeries::new(vec![(h.x.0.max(h.y.0), h.x.0.max(h.y.0)), (d, d)], 6, 4, RED.stroke_width(1)))?
+            .draw_series(DashedLineSeries::new(
+                vec![(h.x.0.max(h.y.0), h.x.0.max(h.y.0)), (d, d)],
+                6,
+                4,
+                RED.stroke_width(1),
+            ))?
             .label("NLL = entropy")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED.stroke_width(1)));
         chart
@@ -315,7 +376,13 @@ pub fn histogram_2d(title: &str, h: &Histogram2d) -> Result<String, PlotError> {
 /// A vertical colour bar for `[0, max]` on `map` (log-scaled: `ln(1 + v)`, as the cells).
 fn color_bar(area: &Area, desc: &str, max: f64, log: bool, map: colorous::Gradient) -> Drawn {
     let steps = 48;
-    let from_t = |t: f64| if log { (t * max.ln_1p()).exp_m1() } else { t * max };
+    let from_t = |t: f64| {
+        if log {
+            (t * max.ln_1p()).exp_m1()
+        } else {
+            t * max
+        }
+    };
     let mut chart = ChartBuilder::on(area)
         .margin_top(40)
         .margin_bottom(56)
@@ -343,14 +410,21 @@ fn color_bar(area: &Area, desc: &str, max: f64, log: bool, map: colorous::Gradie
         .draw()?;
     chart.draw_series((0..steps).map(|k| {
         let (t0, t1) = (k as f64 / steps as f64, (k + 1) as f64 / steps as f64);
-        Rectangle::new([(0.0, t0), (1.0, t1)], map_color(map, (t0 + t1) / 2.0).filled())
+        Rectangle::new(
+            [(0.0, t0), (1.0, t1)],
+            map_color(map, (t0 + t1) / 2.0).filled(),
+        )
     }))?;
     Ok(())
 }
 
 /// A horizontal colour bar for the coloured text: `steps` swatches over `[0, max]` nats, swatch
 /// `k` in `color(k)` (the token classes' colours).
-pub fn text_scale(max_nats: f64, steps: usize, color: impl Fn(usize) -> colorous::Color) -> Result<String, PlotError> {
+pub fn text_scale(
+    max_nats: f64,
+    steps: usize,
+    color: impl Fn(usize) -> colorous::Color,
+) -> Result<String, PlotError> {
     svg("colour scale", (560, 74), |area| {
         let mut chart = ChartBuilder::on(area)
             .margin_left(12)
@@ -358,7 +432,13 @@ pub fn text_scale(max_nats: f64, steps: usize, color: impl Fn(usize) -> colorous
             .margin_top(6)
             .x_label_area_size(40)
             .build_cartesian_2d(0f64..max_nats, 0f64..1f64)?;
-        let fmt = |v: &f64| if (*v - max_nats).abs() < 1e-9 { format!("≥{v:.0}") } else { format!("{v:.0}") };
+        let fmt = |v: &f64| {
+            if (*v - max_nats).abs() < 1e-9 {
+                format!("≥{v:.0}")
+            } else {
+                format!("{v:.0}")
+            }
+        };
         chart
             .configure_mesh()
             .disable_mesh()

@@ -115,7 +115,11 @@ pub fn load(dir: &Path, words: bool) -> Result<Run> {
             ))
         }
     }
-    let mode = raw.get("mode").and_then(|m| m.as_str()).unwrap_or_default().to_string();
+    let mode = raw
+        .get("mode")
+        .and_then(|m| m.as_str())
+        .unwrap_or_default()
+        .to_string();
     let label = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -155,7 +155,11 @@ pub fn quantile(values: impl Iterator<Item = f64>, q: f64) -> f64 {
 /// The smallest of 1, 2, 5 × 10^k that is at least `x > 0` (an axis limit that reads well).
 pub fn nice_ceil(x: f64) -> f64 {
     let p = 10f64.powf(x.log10().floor());
-    [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * p).find(|&v| v >= x).unwrap_or(10.0 * p)
+    [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * p)
+        .find(|&v| v >= x)
+        .unwrap_or(10.0 * p)
 }
 
 /// An axis upper limit that holds `q` of the values (at least `min`), rounded up to a whole number:
@@ -191,14 +195,27 @@ mod tests {
 
     #[test]
     fn histograms_count_every_finite_value_once_and_clamp_the_tails() {
-        let h = Histogram::new(0.0, 4.0, 4, [-1.0, 0.0, 0.99, 1.0, 3.99, 4.0, 100.0, f64::NAN].into_iter());
+        let h = Histogram::new(
+            0.0,
+            4.0,
+            4,
+            [-1.0, 0.0, 0.99, 1.0, 3.99, 4.0, 100.0, f64::NAN].into_iter(),
+        );
         assert_eq!(h.counts, [3, 1, 0, 3]);
         assert_eq!(h.total(), 7);
         assert_eq!(h.width(), 1.0);
-        let h2 = Histogram2d::new((0.0, 2.0), (0.0, 1.0), (2, 2), [(0.5, 0.9), (1.5, 0.1), (9.0, 9.0)].into_iter());
+        let h2 = Histogram2d::new(
+            (0.0, 2.0),
+            (0.0, 1.0),
+            (2, 2),
+            [(0.5, 0.9), (1.5, 0.1), (9.0, 9.0)].into_iter(),
+        );
         assert_eq!(h2.counts, [[0, 1], [1, 1]]);
         assert_eq!(h2.max(), 1);
-        assert_eq!(upper_limit([0.2, 1.5, 2.5, 30.0].into_iter(), 0.5, 1.0), 3.0);
+        assert_eq!(
+            upper_limit([0.2, 1.5, 2.5, 30.0].into_iter(), 0.5, 1.0),
+            3.0
+        );
         assert_eq!(upper_limit(std::iter::empty(), 0.99, 8.0), 8.0);
         assert_eq!(nice_ceil(0.0123), 0.02);
         assert_eq!(nice_ceil(3.0), 5.0);

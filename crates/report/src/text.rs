@@ -51,7 +51,8 @@ pub fn color_classes() -> Vec<ColorClass> {
     (0..COLOR_STEPS)
         .map(|k| {
             let c = class_color(k);
-            let luminance = 0.2126 * f64::from(c.r) + 0.7152 * f64::from(c.g) + 0.0722 * f64::from(c.b);
+            let luminance =
+                0.2126 * f64::from(c.r) + 0.7152 * f64::from(c.g) + 0.0722 * f64::from(c.b);
             ColorClass {
                 name: format!("c{k}"),
                 background: format!("#{:02x}{:02x}{:02x}", c.r, c.g, c.b),
@@ -79,7 +80,12 @@ pub fn quoted(s: &str) -> String {
 
 /// The first `n` token rows as spans. `vocab` gives the text of the top-1 guesses (token ids that
 /// appear as targets anywhere in the run); `reference`: `compare` columns, one per row.
-pub fn token_spans(rows: &[TokenRow], reference: &[RefColumns], vocab: &HashMap<u32, String>, n: usize) -> Vec<Span> {
+pub fn token_spans(
+    rows: &[TokenRow],
+    reference: &[RefColumns],
+    vocab: &HashMap<u32, String>,
+    n: usize,
+) -> Vec<Span> {
     let mut out = Vec::with_capacity(n + n / 8);
     let mut prev: Option<(u64, u64)> = None;
     for (k, r) in rows.iter().take(n).enumerate() {
@@ -88,7 +94,9 @@ pub fn token_spans(rows: &[TokenRow], reference: &[RefColumns], vocab: &HashMap<
         let top1 = if r.top1_id == r.token_id {
             "the token itself".to_string()
         } else {
-            vocab.get(&r.top1_id).map_or_else(|| format!("id {}", r.top1_id), |t| quoted(t))
+            vocab
+                .get(&r.top1_id)
+                .map_or_else(|| format!("id {}", r.top1_id), |t| quoted(t))
         };
         let mut tip = format!(
             "{} · NLL {:.3} nats · entropy {:.3} nats · rank {} · top-1 {} (p {:.3})",
@@ -100,7 +108,10 @@ pub fn token_spans(rows: &[TokenRow], reference: &[RefColumns], vocab: &HashMap<
             r.top1_prob
         );
         if let Some(c) = reference.get(k) {
-            tip.push_str(&format!(" · KL {:.4} nats · reference NLL {:.3} nats", c.kl_nats, c.ref_nll_nats));
+            tip.push_str(&format!(
+                " · KL {:.4} nats · reference NLL {:.3} nats",
+                c.kl_nats, c.ref_nll_nats
+            ));
         }
         out.push(Span {
             text: r.token.clone(),
