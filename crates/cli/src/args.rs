@@ -26,6 +26,34 @@ pub enum Command {
     /// Combine the shard directories DIR/shard-IIIII-of-NNNNN of a sharded run into DIR/summary.json
     /// and DIR/tokens.* / DIR/words.*, equal to the unsharded run's.
     Merge(MergeArgs),
+    /// Write one self-contained HTML page (plots, coloured text, provenance) from run directories.
+    ///
+    /// Shows each run's provenance and summary with confidence intervals, the entropy-rate curve
+    /// (runs overlaid), the calibration reliability diagram, the NLL and entropy-vs-NLL histograms,
+    /// the text coloured by surprisal with the numbers in a tooltip per token (per word with
+    /// --words) and, for compare runs, KL by context length, the ΔNLL histogram and the top-KL
+    /// positions. History over checkpoints or dates (--history) is not available yet: it needs the
+    /// results database of the nightly runs, which does not exist in this version.
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// The --out directories of finished eval or compare runs (merged, for sharded runs).
+    #[arg(required = true, value_name = "RUN_DIR")]
+    pub dirs: Vec<PathBuf>,
+    /// The HTML file to write.
+    #[arg(short = 'o', long = "output", value_name = "FILE.html")]
+    pub output: PathBuf,
+    /// Scored tokens (and words) of each run shown as coloured text.
+    #[arg(long, value_name = "N", default_value_t = surprisal_report::DEFAULT_TOKENS)]
+    pub tokens: usize,
+    /// Also show the per-word surprisal (needs runs made with --words).
+    #[arg(long)]
+    pub words: bool,
+    /// No message on success.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Args, Debug)]

@@ -106,6 +106,23 @@ fn one_line(e: &anyhow::Error) -> String {
 
 fn run(cli: Cli, interrupt: Arc<AtomicBool>) -> Result<()> {
     match cli.command {
+        Command::Report(a) => {
+            let started = std::time::Instant::now();
+            let opts = surprisal_report::Options {
+                tokens: a.tokens,
+                words: a.words,
+            };
+            let html = surprisal_report::build(&a.dirs, &opts)?;
+            surprisal_report::write(&a.output, &html)?;
+            if !a.quiet {
+                eprintln!(
+                    "wrote {} ({} bytes) in {:.2} s",
+                    a.output.display(),
+                    html.len(),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }
         Command::Merge(a) => {
             let merged = merge::merge(&a.dir)?;
             if !a.quiet {

@@ -1,0 +1,404 @@
+//! `surprisal report` on runs of the tiny fixture models: the page is well-formed (the whole
+//! document parses as XML), holds summary.json's numbers exactly, one span per shown token with the
+//! token row's numbers in its tooltip, one per shown word, a plot per section, nothing fetched from
+//! the network, and stays small; bad run directories fail with one line naming the path.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+use support::{assert_clean_error, assert_ok, fixture, read_json, run, s, text, write};
+use surprisal_runner::rows::{read_rows, CompareRow, TokenRow, WordRow};
+
+struct Runs {
+    _tmp: tempfile::TempDir,
+    eval: PathBuf,
+    chunks: PathBuf,
+    compare: PathBuf,
+}
+
+/// An eval (sliding, JSON lines, words), an eval (chunks, parquet) and a compare (parquet) run.
+fn runs() -> &'static Runs {
+    static RUNS: OnceLock<Runs> = OnceLock::new();
+    RUNS.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = write(&tmp.path().join("text.txt"), text(3));
+        let llama = fixture("llama");
+        let (eval, chunks, compare) = (
+            tmp.path().join("eval"),
+            tmp.path().join("chunks"),
+            tmp.path().join("cmp"),
+        );
+        assert_ok(&run(&[
+            "eval",
+            "--model",
+            s(&llama),
+            "--data",
+            s(&data),
+            "--window",
+            "64",
+            "--stride",
+            "32",
+            "--out",
+            s(&eval),
+            "--per-token",
+            "jsonl",
+            "--words",
+        ]));
+        assert_ok(&run(&[
+            "eval",
+            "--model",
+            s(&llama),
+            "--data",
+            s(&data),
+            "--protocol",
+            "chunks",
+            "--window",
+            "32",
+            "--out",
+            s(&chunks),
+            "--per-token",
+            "parquet",
+        ]));
+        assert_ok(&run(&[
+            "compare",
+            "--model",
+            s(&llama),
+            "--reference",
+            s(&fixture("llama_untied")),
+            "--data",
+            s(&data),
+            "--window",
+            "64",
+            "--out",
+            s(&compare),
+            "--per-token",
+            "parquet",
+        ]));
+        Runs {
+            _tmp: tmp,
+            eval,
+            chunks,
+            compare,
+        }
+    })
+}
+
+fn report(dirs: &[&Path], extra: &[&str], out: &Path) -> String {
+    let mut args = vec!["report"];
+    args.extend(dirs.iter().map(|d| s(d)));
+    args.extend(extra);
+    args.extend(["-o", s(out)]);
+    assert_ok(&run(&args));
+    std::fs::read_to_string(out).unwrap()
+}
+
+/// The value at a dotted path (`model.perplexity`, `perplexity_ci95.0`).
+fn at<'a>(v: &'a Value, path: &str) -> &'a Value {
+    path.split('.').fold(v, |v, k| match k.parse::<usize>() {
+        Ok(i) if v.is_array() => &v[i],
+        _ => &v[k],
+    })
+}
+
+/// The number after `label ` in a tooltip (`… · NLL 2.315 nats · …`).
+fn tip_number(tip: &str, label: &str) -> f64 {
+    let rest = tip
+        .split(&format!("· {label} "))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {label} in {tip:?}"));
+    rest.split([' ', '('])
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|e| panic!("{label} in {tip:?}: {e}"))
+}
+
+fn section<'a, 'i>(doc: &'a roxmltree::Document<'i>, id: &str) -> roxmltree::Node<'a, 'i> {
+    doc.descendants()
+        .find(|n| n.attribute("id") == Some(id))
+        .unwrap_or_else(|| panic!("no section {id}"))
+}
+
+/// The `.text` blocks of a section, each as its spans' (class, title, text).
+fn text_blocks(sec: roxmltree::Node) -> Vec<Vec<(String, String, String)>> {
+    sec.descendants()
+        .filter(|n| n.attribute("class") == Some("text"))
+        .map(|div| {
+            div.children()
+                .filter(|n| n.is_element())
+                .map(|n| {
+                    let t: String = n
+                        .descendants()
+                        .filter(|d| d.is_text())
+                        .filter_map(|d| d.text())
+                        .collect();
+                    (
+                        n.attribute("class").unwrap().to_string(),
+                        n.attribute("title").unwrap_or("").to_string(),
+                        t,
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Every `data-key` number of the section equals summary.json's (exactly); returns how many.
+fn check_numbers(sec: roxmltree::Node, summary: &Value) -> usize {
+    let mut n = 0;
+    for e in sec.descendants().filter(|e| e.has_attribute("data-key")) {
+        let key = e.attribute("data-key").unwrap();
+        let want = at(summary, key);
+        let got = e.attribute("data-value").unwrap();
+        if want.is_null() {
+            assert_eq!(got, "null", "{key}");
+        } else {
+            let w = want
+                .as_f64()
+                .unwrap_or_else(|| panic!("{key} = {want} is not a number"));
+            assert_eq!(got.parse::<f64>().unwrap(), w, "{key}");
+        }
+        n += 1;
+    }
+    n
+}
+
+fn check_token_spans(spans: &[(String, String, String)], rows: &[TokenRow], n: usize) {
+    let tokens: Vec<_> = spans
+        .iter()
+        .filter(|(c, _, _)| c.starts_with('c'))
+        .collect();
+    assert_eq!(tokens.len(), n.min(rows.len()));
+    for ((_, tip, text), r) in tokens.iter().zip(rows) {
+        assert_eq!(text, &r.token);
+        assert!(
+            (tip_number(tip, "NLL") - r.nll_nats).abs() <= 5e-4,
+            "{tip} vs {r:?}"
+        );
+        assert!(
+            (tip_number(tip, "entropy") - r.entropy_nats).abs() <= 5e-4,
+            "{tip} vs {r:?}"
+        );
+        assert_eq!(tip_number(tip, "rank"), r.target_rank as f64, "{tip}");
+        assert!(tip.contains("top-1 "), "{tip}");
+    }
+}
+
+#[test]
+fn report_holds_the_summary_numbers_every_shown_token_and_word_and_a_plot_per_section() {
+    let r = runs();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("r.html");
+    let n = 150;
+    let html = report(
+        &[&r.eval, &r.chunks, &r.compare],
+        &["--tokens", "150", "--words"],
+        &out,
+    );
+
+    // well-formed: the whole page parses as XML (SVG included)
+    let opt = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..Default::default()
+    };
+    let doc = roxmltree::Document::parse_with_options(&html, opt)
+        .unwrap_or_else(|e| panic!("not well-formed: {e}"));
+    assert!(!html.contains("http"), "an external URL in the page");
+    assert!(
+        !html.contains("<script") && !html.contains("<link"),
+        "external resources"
+    );
+    assert!(html.len() < 2_000_000);
+
+    let eval_rows: Vec<TokenRow> = read_rows(&r.eval.join("tokens.jsonl")).unwrap();
+    let chunk_rows: Vec<TokenRow> = read_rows(&r.chunks.join("tokens.parquet")).unwrap();
+    let cmp_rows: Vec<CompareRow> = read_rows(&r.compare.join("tokens.parquet")).unwrap();
+    let words: Vec<WordRow> = read_rows(&r.eval.join("words.jsonl")).unwrap();
+    assert!(
+        eval_rows.len() > n && chunk_rows.len() > n && cmp_rows.len() > n,
+        "runs too small for the test"
+    );
+
+    // eval run: summary numbers, provenance, plots, token and word spans
+    let sum0 = read_json(&r.eval.join("summary.json"));
+    let sec = section(&doc, "run0");
+    assert!(check_numbers(sec, &sum0) >= 18);
+    let sec_text: String = sec.descendants().filter_map(|d| d.text()).collect();
+    for want in [
+        sum0["data"]["sha256"].as_str().unwrap(),
+        sum0["model_source"]["files"][0]["sha256"].as_str().unwrap(),
+    ] {
+        assert!(
+            sec_text.contains(&want[..12])
+                || sec
+                    .descendants()
+                    .any(|d| d.attribute("title").is_some_and(|t| t.contains(want)))
+        );
+    }
+    assert!(sec_text.contains(sum0["tool_version"].as_str().unwrap()));
+    assert!(
+        sec_text.contains("Calibration: ECE"),
+        "ECE in the reliability diagram's title"
+    );
+    assert_eq!(
+        sec.descendants().filter(|d| d.has_tag_name("svg")).count(),
+        3 + 2,
+        "calibration, NLL, 2-D histogram, two colour scales"
+    );
+    let blocks = text_blocks(sec);
+    assert_eq!(blocks.len(), 2, "tokens and words");
+    check_token_spans(&blocks[0], &eval_rows, n);
+    let word_spans: Vec<_> = blocks[1]
+        .iter()
+        .filter(|(c, _, _)| c.starts_with('c'))
+        .collect();
+    let scored: Vec<&WordRow> = words
+        .iter()
+        .filter(|w| w.surprisal_nats.is_some())
+        .take(n)
+        .collect();
+    assert_eq!(word_spans.len(), scored.len());
+    for ((_, tip, text), w) in word_spans.iter().zip(&scored) {
+        assert_eq!(text, &w.word);
+        assert!(
+            (tip_number(tip, "surprisal") - w.surprisal_nats.unwrap()).abs() <= 5e-4,
+            "{tip}"
+        );
+    }
+
+    // chunks run (parquet): the unscored first half of each window shows as gap markers
+    let sum1 = read_json(&r.chunks.join("summary.json"));
+    let sec = section(&doc, "run1");
+    assert!(check_numbers(sec, &sum1) >= 18);
+    let blocks = text_blocks(sec);
+    assert_eq!(
+        blocks.len(),
+        1,
+        "no words asked of a run without words: tokens only"
+    );
+    check_token_spans(&blocks[0], &chunk_rows, n);
+    assert!(blocks[0]
+        .iter()
+        .any(|(c, t, _)| c == "gap" && t.ends_with("bytes not scored")));
+
+    // compare run: the model's and the comparison's numbers, KL/ΔNLL plots, top-KL table
+    let sum2 = read_json(&r.compare.join("summary.json"));
+    let sec = section(&doc, "run2");
+    assert!(check_numbers(sec, &sum2) >= 35);
+    assert_eq!(
+        sec.descendants().filter(|d| d.has_tag_name("svg")).count(),
+        3 + 2 + 1
+    );
+    let model_rows: Vec<TokenRow> = cmp_rows.iter().map(|r| r.model.clone()).collect();
+    let blocks = text_blocks(sec);
+    check_token_spans(&blocks[0], &model_rows, n);
+    let tips: Vec<&String> = blocks[0]
+        .iter()
+        .filter(|(c, _, _)| c.starts_with('c'))
+        .map(|(_, t, _)| t)
+        .collect();
+    for (tip, row) in tips.iter().zip(&cmp_rows) {
+        assert!((tip_number(tip, "KL") - row.kl_nats).abs() <= 5e-5, "{tip}");
+    }
+    let top_rows = sec
+        .descendants()
+        .find(|d| d.attribute("class") == Some("topkl"))
+        .unwrap()
+        .descendants()
+        .filter(|d| d.has_tag_name("tr"))
+        .count();
+    assert_eq!(
+        top_rows - 1,
+        sum2["top_kl_positions"].as_array().unwrap().len()
+    );
+
+    // overview: one entropy-rate plot, and its table's token counts are by_position's
+    let ov = section(&doc, "overview");
+    assert_eq!(
+        ov.descendants().filter(|d| d.has_tag_name("svg")).count(),
+        1
+    );
+    let table = doc
+        .descendants()
+        .find(|d| d.has_tag_name("details"))
+        .unwrap();
+    let counts: Vec<u64> = table
+        .descendants()
+        .filter(|d| d.has_tag_name("tr"))
+        .skip(1)
+        .map(|tr| {
+            tr.children()
+                .filter(|c| c.is_element())
+                .nth(1)
+                .unwrap()
+                .text()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let want: Vec<u64> = sum0["by_position"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["count"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        counts, want,
+        "bins of the first run in the plotted table equal by_position"
+    );
+}
+
+#[test]
+fn bad_run_directories_fail_with_one_line_naming_the_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("r.html");
+    let o = s(&out);
+    let missing = tmp.path().join("missing");
+    assert_clean_error(
+        &run(&["report", s(&missing), "-o", o]),
+        None,
+        &[s(&missing), "no such directory"],
+    );
+    let file = write(&tmp.path().join("file.txt"), "x");
+    assert_clean_error(
+        &run(&["report", s(&file), "-o", o]),
+        None,
+        &[s(&file), "not a directory"],
+    );
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    assert_clean_error(
+        &run(&["report", s(&empty), "-o", o]),
+        None,
+        &[s(&empty), "not a run directory"],
+    );
+    let unfinished = tmp.path().join("unfinished");
+    write(&unfinished.join("checkpoint.json"), "{}");
+    assert_clean_error(
+        &run(&["report", s(&unfinished), "-o", o]),
+        None,
+        &[s(&unfinished), "unfinished run"],
+    );
+    // a finished run whose summary has another schema version
+    let old = tmp.path().join("old");
+    support::copy_dir(&runs().eval, &old);
+    support::edit_json(&old.join("summary.json"), |v| {
+        v["schema_version"] = 1.into()
+    });
+    assert_clean_error(
+        &run(&["report", s(&old), "-o", o]),
+        None,
+        &[s(&old.join("summary.json")), "schema_version 1"],
+    );
+    // --words on a run without words
+    assert_clean_error(
+        &run(&["report", s(&runs().chunks), "--words", "-o", o]),
+        None,
+        &[s(&runs().chunks), "--words"],
+    );
+    assert!(!out.exists(), "no page written on failure");
+}

@@ -1,0 +1,68 @@
+//! `surprisal report`: one self-contained HTML page (CSS and SVG plots inline, no script, nothing
+//! fetched at view time) from the output directories of `surprisal eval` / `compare` runs.
+//!
+//! * [`run`]: loads a run directory (`summary.json` into the type that wrote it, token and word
+//!   rows) and refuses, naming the path, what is not a finished run of this schema.
+//! * [`stats`]: what the plots show, from the token rows (means with 95 % intervals per log2
+//!   context-length bin, histograms).
+//! * [`plots`]: the plots, drawn by `plotters` as SVG.
+//! * [`text`]: the text coloured by surprisal, a tooltip with the numbers on every token / word.
+//! * `page`: the template's context and the rendering (`minijinja`, `templates/report.html`).
+//!
+//! Results over time (`--history`, from the results database of nightly runs) are not available:
+//! that database does not exist yet.
+
+pub mod error;
+mod page;
+pub mod plots;
+pub mod run;
+pub mod stats;
+pub mod text;
+
+use std::path::{Path, PathBuf};
+
+pub use error::{ReportError, Result};
+pub use run::{load, Run};
+
+/// Scored tokens shown in the coloured text by default.
+pub const DEFAULT_TOKENS: usize = 3000;
+
+/// What the page shows.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The first `tokens` scored tokens (and words) of each run are shown as coloured text.
+    pub tokens: usize,
+    /// Also show the per-word surprisal of the runs that wrote `words.*` (refused when none did).
+    pub words: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            tokens: DEFAULT_TOKENS,
+            words: false,
+        }
+    }
+}
+
+/// Loads every directory (in order) and renders the page.
+pub fn build(dirs: &[PathBuf], opts: &Options) -> Result<String> {
+    let runs = dirs
+        .iter()
+        .map(|d| run::load(d, opts.words))
+        .collect::<Result<Vec<_>>>()?;
+    if opts.words && runs.iter().all(|r| r.words.is_empty()) {
+        let dir = dirs.first().map_or_else(PathBuf::new, PathBuf::clone);
+        return Err(ReportError::new(
+            &dir,
+            "--words: no run has words.parquet or words.jsonl (run eval/compare with --words)",
+        ));
+    }
+    page::render(&runs, opts)
+}
+
+/// Writes the page to `path` atomically (temp file + rename).
+pub fn write(path: &Path, html: &str) -> Result<()> {
+    surprisal_runner::output::summary::write_atomic(path, html.as_bytes())
+        .map_err(|e| ReportError::new(path, format!("cannot write: {e}")))
+}
