@@ -83,7 +83,7 @@ fn unknown_architecture() {
     );
     let msg = e.to_string();
     assert!(msg.contains("GPTNeoXForCausalLM"), "{msg}");
-    for a in surprisal_models::SUPPORTED_ARCHITECTURES {
+    for a in surprisal_models::supported_architectures() {
         assert!(msg.contains(a), "{msg} does not list {a}");
     }
 }
@@ -232,7 +232,7 @@ fn gguf_bad_magic() {
 fn gguf_truncated() {
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path().join("llama.gguf");
-    llama_fixture_to_gguf(&fixture("llama"), &p, GgmlDType::Q8_0);
+    fixture_to_gguf(&fixture("llama"), &p, GgmlDType::Q8_0);
     assert!(load_gguf(&p).is_ok());
     let len = std::fs::metadata(&p).unwrap().len();
     for cut in [len - 100, len / 2, 64] {
@@ -264,7 +264,7 @@ fn gguf_missing_file() {
 fn gguf_tokenizer_json_disagreeing_with_metadata() {
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path().join("llama.gguf");
-    llama_fixture_to_gguf(&fixture("llama"), &p, GgmlDType::F32);
+    fixture_to_gguf(&fixture("llama"), &p, GgmlDType::F32);
     // A tokenizer.json whose vocabulary differs: swap two token ids.
     let mut tj = read_json(&fixture("llama").join("tokenizer.json"));
     let vocab = tj["model"]["vocab"].as_object_mut().unwrap();
