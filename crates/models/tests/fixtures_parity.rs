@@ -107,6 +107,36 @@ fn qwen3() {
     check_fixture("qwen3");
 }
 
+#[test]
+fn mistral_window() {
+    check_fixture("mistral_window");
+}
+
+#[test]
+fn gemma3() {
+    check_fixture("gemma3");
+}
+
+#[test]
+fn gemma3_untied() {
+    check_fixture("gemma3_untied");
+}
+
+#[test]
+fn gemma2() {
+    check_fixture("gemma2");
+}
+
+#[test]
+fn phi3() {
+    check_fixture("phi3");
+}
+
+#[test]
+fn phi3_tied() {
+    check_fixture("phi3_tied");
+}
+
 /// A fixture converted to GGUF like llama.cpp's converter does (see `fixture_to_gguf`): F32 must
 /// match the transformers reference to 1e-4; Q8_0, quantized (ggml's kernels, and llama.cpp's
 /// order of operations where the family has it) and dequantized, approximately; the GGUF-built
@@ -177,4 +207,19 @@ fn check_gguf(name: &str, architecture: &str) {
 #[test]
 fn llama_as_gguf() {
     check_gguf("llama", "LlamaForCausalLM");
+}
+
+#[test]
+fn gemma3_as_gguf() {
+    check_gguf("gemma3", "Gemma3ForCausalLM");
+}
+
+#[test]
+fn gemma2_as_gguf() {
+    check_gguf("gemma2", "Gemma2ForCausalLM");
+}
+
+#[test]
+fn phi3_as_gguf() {
+    check_gguf("phi3_tied", "Phi3ForCausalLM");
 }
