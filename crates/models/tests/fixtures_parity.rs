@@ -223,3 +223,9 @@ fn gemma2_as_gguf() {
 fn phi3_as_gguf() {
     check_gguf("phi3_tied", "Phi3ForCausalLM");
 }
+
+/// Partial rotary and LongRoPE, whose factors llama.cpp stores as tensors.
+#[test]
+fn phi3_longrope_as_gguf() {
+    check_gguf("phi3", "Phi3ForCausalLM");
+}

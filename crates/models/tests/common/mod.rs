@@ -254,6 +254,31 @@ pub fn fixture_to_gguf(dir: &Path, out: &Path, quant: GgmlDType) {
                 k("rope.scaling.original_context_length"),
                 V::U32(u("original_max_position_embeddings") as u32),
             ));
+            // LongRoPE: llama.cpp's converter stores the factors as tensors and the attention
+            // factor (sqrt(1 + ln(max / original) / ln(original))) as a key
+            let rs = &cfg["rope_scaling"];
+            if rs["rope_type"].as_str() == Some("longrope") {
+                for (tensor, key) in [
+                    ("rope_factors_long.weight", "long_factor"),
+                    ("rope_factors_short.weight", "short_factor"),
+                ] {
+                    let v: Vec<f32> = rs[key]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.as_f64().unwrap() as f32)
+                        .collect();
+                    let n = v.len();
+                    let t = Tensor::from_vec(v, n, &Device::Cpu).unwrap();
+                    let q = QTensor::quantize(&t, GgmlDType::F32).unwrap();
+                    qts.push((tensor.to_string(), q));
+                }
+                let scale = u("max_position_embeddings") as f64
+                    / u("original_max_position_embeddings") as f64;
+                let orig = u("original_max_position_embeddings") as f64;
+                let attn = (1.0 + scale.ln() / orig.ln()).sqrt();
+                md.push((k("rope.scaling.attn_factor"), V::F32(attn as f32)));
+            }
         }
         _ => unreachable!(),
     }
