@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::arch::TensorNames;
 use crate::error::{ModelError, Result};
+use crate::tensor_names::TensorNames;
 
 /// Which normalization every norm of the model is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Tensor};
 
-use crate::arch::Role;
 use crate::config::{
     BlockShape, DecoderConfig, LayerKind, MlpKind, NormKind, RopeLayout, RopeScaling,
 };
@@ -23,6 +22,7 @@ use crate::nn::linear::Linear;
 use crate::nn::mlp::Mlp;
 use crate::nn::norm::Norm;
 use crate::nn::rope::{RopeTables, RotaryEmbedding};
+use crate::tensor_names::Role;
 use crate::weights::Weights;
 
 #[derive(Debug, Clone)]

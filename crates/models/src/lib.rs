@@ -10,7 +10,8 @@
 //! - `weights` (where tensors come from), `gguf` (GGUF files and their tokenizer), `tokenizer`.
 //!
 //! Modules depend on each other in one direction: `error` <- `tokenizer` <- `gguf` <- `weights`
-//! <- `nn` <- `decoder` <- this file, with `config` and `arch` beside `gguf`.
+//! <- `nn` <- `decoder` <- this file; `tensor_names` <- `config` <- `arch` (which reads GGUF
+//! metadata through `gguf`, never weights); `ggml_cpu` and `llama_cpp` are kernels.
 
 pub mod arch;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod hub;
 pub mod llama_cpp;
 pub mod nn;
 pub mod source;
+pub mod tensor_names;
 pub mod tokenizer;
 pub mod weights;
 
@@ -207,7 +209,7 @@ fn load_gguf(
         DType::F32
     };
     let vb = Weights::new(&store, cfg.tensors, dtype, &opts.device);
-    let freq_factors = vb.optional_vec_f32(arch::Role::RopeFreqs)?;
+    let freq_factors = vb.optional_vec_f32(tensor_names::Role::RopeFreqs)?;
     let model = CausalLm::load(&vb, &cfg, freq_factors.as_deref())?;
     let quantization = Some(if opts.dequantize {
         format!("{quant} dequantized to {:?}", opts.dtype)

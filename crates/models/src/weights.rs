@@ -11,9 +11,9 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
-use crate::arch::{Format, Role, TensorNames};
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
+use crate::tensor_names::{Format, Role, TensorNames};
 
 pub(crate) enum Store {
     Safetensors {

@@ -18,104 +18,11 @@ use serde_json::Value;
 
 use crate::gguf::GgufFile;
 
+pub use crate::tensor_names::{Format, Role, TensorNames};
+
 use crate::config::{DecoderConfig, Keys, LayerKind, RopeConfig, RopeLayout, RopeScaling};
 use crate::error::{ModelError, Result};
 use crate::gguf::Meta;
-
-/// What a tensor does in the model, whatever it is called in a file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    TokenEmbd,
-    OutputNorm,
-    Output,
-    /// llama.cpp `rope_freqs` (Llama 3.1 frequency factors; GGUF only).
-    RopeFreqs,
-    AttnNorm,
-    AttnQ,
-    AttnK,
-    AttnV,
-    /// q, k and v in one tensor.
-    AttnQkv,
-    AttnOut,
-    AttnQNorm,
-    AttnKNorm,
-    /// Gemma's norm of the attention output.
-    AttnPostNorm,
-    /// The norm in front of the MLP.
-    FfnNorm,
-    FfnGate,
-    FfnUp,
-    /// Gate and up in one tensor.
-    FfnGateUp,
-    FfnDown,
-    /// Gemma's norm of the MLP output.
-    FfnPostNorm,
-}
-
-/// A family's tensor names: per role, the Hugging Face module path and llama.cpp's GGUF name,
-/// both without the `.weight` / `.bias` suffix. An empty name: the format has no such tensor.
-#[derive(Debug)]
-pub struct TensorNames {
-    /// Tensors outside the blocks.
-    pub global: &'static [(Role, &'static str, &'static str)],
-    /// Hugging Face prefix of block i's tensors, before `i.` (GGUF's is always `blk.i.`).
-    pub hf_block_prefix: &'static str,
-    /// Tensors of every block, relative to the block.
-    pub block: &'static [(Role, &'static str, &'static str)],
-}
-
-/// Which naming a weight store uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    HuggingFace,
-    Gguf,
-}
-
-impl TensorNames {
-    /// The full name of a role's `suffix` (`weight`, `bias`) tensor in block `layer` (None:
-    /// outside the blocks), or None when the family has no such tensor in this format.
-    pub fn name(
-        &self,
-        format: Format,
-        role: Role,
-        layer: Option<usize>,
-        suffix: &str,
-    ) -> Option<String> {
-        let table = if layer.is_some() {
-            self.block
-        } else {
-            self.global
-        };
-        let &(_, hf, gguf) = table.iter().find(|(r, _, _)| *r == role)?;
-        let base = match format {
-            Format::HuggingFace => hf,
-            Format::Gguf => gguf,
-        };
-        if base.is_empty() {
-            return None;
-        }
-        Some(match (layer, format) {
-            (None, _) => format!("{base}.{suffix}"),
-            (Some(i), Format::HuggingFace) => {
-                format!("{}{i}.{base}.{suffix}", self.hf_block_prefix)
-            }
-            (Some(i), Format::Gguf) => format!("blk.{i}.{base}.{suffix}"),
-        })
-    }
-
-    /// llama.cpp's name for a Hugging Face tensor name of this family.
-    pub fn gguf_name(&self, hf_name: &str) -> Option<String> {
-        let (module, suffix) = hf_name.rsplit_once('.')?;
-        if let Some(rest) = module.strip_prefix(self.hf_block_prefix) {
-            let (layer, module) = rest.split_once('.')?;
-            let layer: usize = layer.parse().ok()?;
-            let &(role, _, _) = self.block.iter().find(|(_, hf, _)| *hf == module)?;
-            return self.name(Format::Gguf, role, Some(layer), suffix);
-        }
-        let &(role, _, _) = self.global.iter().find(|(_, hf, _)| *hf == module)?;
-        self.name(Format::Gguf, role, None, suffix)
-    }
-}
 
 /// How one family is read.
 pub(crate) struct Family {
@@ -491,5 +398,32 @@ pub(crate) fn rope_half(theta: f64, dim: usize, scaling: RopeScaling) -> RopeCon
         dim,
         layout: RopeLayout::Half,
         scaling,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::test_files::{gguf, llama_kvs};
+
+    fn config_of(name: &str, file: Vec<u8>) -> Result<DecoderConfig> {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(name);
+        std::fs::write(&p, file).unwrap();
+        let f = GgufFile::open(&p)?;
+        crate::arch::from_gguf(&f)
+    }
+
+    /// Found while triaging the GGUF fuzz target: `config` indexed `token_embd.weight`'s dims
+    /// (`dims()[0]`), which panicked for a tensor stored with 0 dimensions.
+    #[test]
+    fn scalar_token_embd_is_an_error() {
+        let tensors: &[(&str, &[u64], u32, u64)] = &[("token_embd.weight", &[], 0, 0)];
+        let e = config_of("scalar.gguf", gguf(&llama_kvs(), tensors, &[0; 32])).unwrap_err();
+        let s = e.to_string();
+        assert!(
+            s.contains("scalar.gguf") && s.contains("token_embd.weight"),
+            "{s}"
+        );
     }
 }

@@ -11,9 +11,9 @@ use super::linear::Linear;
 use super::mask::causal_mask;
 use super::norm::Norm;
 use super::rope::RopeTables;
-use crate::arch::Role;
 use crate::config::{DecoderConfig, LayerKind};
 use crate::error::Result;
+use crate::tensor_names::Role;
 use crate::weights::Weights;
 
 /// Queries are processed in blocks of this many positions, so the score matrix is at most

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Module, Tensor};
 
-use crate::arch::Role;
 use crate::error::Result;
 use crate::ggml_cpu::runs_ggml_kernel;
 use crate::ggml_cpu::GgmlMatMul;
+use crate::tensor_names::Role;
 use crate::weights::Weights;
 
 /// y = x W^T (+ b). W is a `QMatMul`: dense for safetensors or dequantized GGUF, quantized for GGUF.

@@ -4,9 +4,9 @@
 use candle_core::{DType, Tensor};
 
 use super::linear::Linear;
-use crate::arch::Role;
 use crate::config::MlpKind;
 use crate::error::Result;
+use crate::tensor_names::Role;
 use crate::weights::Weights;
 
 #[derive(Debug, Clone)]

@@ -3,9 +3,9 @@
 
 use candle_core::{DType, Tensor};
 
-use crate::arch::Role;
 use crate::config::NormKind;
 use crate::error::Result;
+use crate::tensor_names::Role;
 use crate::weights::Weights;
 
 #[derive(Debug, Clone)]
