@@ -175,4 +175,91 @@ mod tests {
             assert_eq!(diff, 0.0, "{dtype:?}");
         }
     }
+
+    /// The ungated GELU MLP (GPT-2's `gelu_new` = tanh form, GPT-NeoX's erf form) and the GeGLU
+    /// against their formulas written out in f64.
+    #[test]
+    fn gelu_mlps_match_their_formulas() {
+        let dev = Device::Cpu;
+        let (hidden, inter) = (8, 12);
+        let w = |rows: usize, cols: usize, seed: usize| -> Vec<f64> {
+            (0..rows * cols)
+                .map(|i| (((i + seed) * 7919 % 97) as f64 - 48.0) / 60.0)
+                .collect()
+        };
+        let (wu, wg, wd) = (
+            w(inter, hidden, 1),
+            w(inter, hidden, 2),
+            w(hidden, inter, 3),
+        );
+        let x: Vec<f64> = (0..2 * hidden).map(|i| (i as f64 - 7.5) / 4.0).collect();
+        let lin = |v: &[f64], rows, cols| {
+            Linear::from_qmatmul(candle_core::quantized::QMatMul::Tensor(
+                Tensor::from_vec(v.to_vec(), (rows, cols), &dev).unwrap(),
+            ))
+            .unwrap()
+        };
+        let matvec = |m: &[f64], cols: usize, v: &[f64]| -> Vec<f64> {
+            m.chunks(cols)
+                .map(|r| r.iter().zip(v).map(|(a, b)| a * b).sum())
+                .collect()
+        };
+        let gelu_tanh = |v: f64| {
+            0.5 * v
+                * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v.powi(3))).tanh())
+        };
+        // erf by its series (|v| is small here)
+        let erf = |z: f64| {
+            let mut term = z;
+            let mut sum = z;
+            for n in 1..60 {
+                term *= -z * z / n as f64;
+                sum += term / (2 * n + 1) as f64;
+            }
+            sum * 2.0 / std::f64::consts::PI.sqrt()
+        };
+        let gelu_erf = |v: f64| 0.5 * v * (1.0 + erf(v / std::f64::consts::SQRT_2));
+        for kind in [
+            MlpKind::Gelu { tanh: true },
+            MlpKind::Gelu { tanh: false },
+            MlpKind::GeGluTanh,
+        ] {
+            let mlp = Mlp {
+                gate: (kind == MlpKind::GeGluTanh).then(|| lin(&wg, inter, hidden)),
+                up: lin(&wu, inter, hidden),
+                down: lin(&wd, hidden, inter),
+                kind,
+                intermediate: inter,
+            };
+            let xt = Tensor::from_vec(x.clone(), (2, hidden), &dev).unwrap();
+            let got: Vec<f64> = mlp
+                .forward(&xt)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let want: Vec<f64> = x
+                .chunks(hidden)
+                .flat_map(|xr| {
+                    let up = matvec(&wu, hidden, xr);
+                    let act: Vec<f64> = match kind {
+                        MlpKind::Gelu { tanh: true } => up.iter().map(|&u| gelu_tanh(u)).collect(),
+                        MlpKind::Gelu { tanh: false } => up.iter().map(|&u| gelu_erf(u)).collect(),
+                        _ => {
+                            let g = matvec(&wg, hidden, xr);
+                            g.iter().zip(&up).map(|(&g, &u)| gelu_tanh(g) * u).collect()
+                        }
+                    };
+                    matvec(&wd, inter, &act)
+                })
+                .collect();
+            let worst = want
+                .iter()
+                .zip(&got)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            assert!(worst < 1e-9, "{kind:?}: max |diff| {worst:e}");
+        }
+    }
 }
