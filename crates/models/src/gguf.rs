@@ -107,6 +107,26 @@ impl<'a> Meta<'a> {
         }
     }
 
+    /// An array of bools (`true`/`false`, or integers 0/1), e.g. llama.cpp's per-layer
+    /// `attention.sliding_window_pattern`; None when absent or not an array.
+    pub(crate) fn opt_bool_array(&self, key: &str) -> Result<Option<Vec<bool>>> {
+        match self.md.get(key) {
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| match v {
+                    Value::Bool(b) => Ok(*b),
+                    Value::U8(x) => Ok(*x != 0),
+                    Value::I8(x) => Ok(*x != 0),
+                    Value::U32(x) => Ok(*x != 0),
+                    Value::I32(x) => Ok(*x != 0),
+                    other => Err(self.err(key, format!("expected bools, found {other:?}"))),
+                })
+                .collect::<Result<Vec<_>>>()
+                .map(Some),
+            _ => Ok(None),
+        }
+    }
+
     pub(crate) fn i32_array(&self, key: &str) -> Result<Option<Vec<i32>>> {
         match self.md.get(key) {
             None => Ok(None),
@@ -490,6 +510,13 @@ pub(crate) mod test_files {
         for s in items {
             v.extend_from_slice(&string(s));
         }
+        (key, 9, v)
+    }
+
+    pub(crate) fn bool_array_kv<'a>(key: &'a str, items: &[bool]) -> Kv<'a> {
+        let mut v = 7u32.to_le_bytes().to_vec();
+        v.extend_from_slice(&(items.len() as u64).to_le_bytes());
+        v.extend(items.iter().map(|&b| b as u8));
         (key, 9, v)
     }
 

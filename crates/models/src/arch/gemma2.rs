@@ -3,7 +3,9 @@
 //! (`final_logit_softcapping`), one RoPE, and a sliding window on every other layer (the even
 //! ones).
 
-use super::gemma3::{gemma_gguf, gemma_hf, hf_layer_types, layers_of, softcap_or, TENSORS};
+use super::gemma3::{
+    gemma_gguf, gemma_hf, gguf_sliding_layers, hf_layer_types, layers_of, softcap_or, TENSORS,
+};
 use super::{rope_half, Family, GgufKeys, HfRope};
 use crate::config::{DecoderConfig, Keys, RopeConfig, RopeLayout, RopeScaling};
 use crate::error::Result;
@@ -32,20 +34,25 @@ fn from_hf(c: &Keys, architecture: &str) -> Result<DecoderConfig> {
 
 fn from_gguf(g: &GgufKeys) -> Result<DecoderConfig> {
     let (c, cfg) = gemma_gguf(g, "Gemma2ForCausalLM")?;
-    let rope = RopeConfig {
+    let global = RopeConfig {
         theta: c.rope_theta,
         dim: c.rope_dim,
         layout: RopeLayout::Half,
         scaling: RopeScaling::None,
     };
-    // llama.cpp: `set_swa_pattern(2)`, the even layers slide
-    let window = g.usize("attention.sliding_window")?;
-    let sliding: Vec<bool> = (0..c.num_layers).map(|i| i % 2 == 0).collect();
+    // llama.cpp: local layers may have their own base (`rope.freq_base_swa`), else the same
+    let local = RopeConfig {
+        theta: g.opt_f64("rope.freq_base_swa")?.unwrap_or(c.rope_theta),
+        ..global.clone()
+    };
+    // llama.cpp: window 4096 unless the file says otherwise; pattern 2, the even layers slide
+    let window = g.opt_usize("attention.sliding_window")?.unwrap_or(4096);
+    let sliding = gguf_sliding_layers(g, c.num_layers, 2)?;
     Ok(DecoderConfig {
         attn_softcap: Some(g.opt_f64("attn_logit_softcapping")?.unwrap_or(50.0)),
         final_softcap: Some(g.opt_f64("final_logit_softcapping")?.unwrap_or(30.0)),
-        ropes: vec![rope],
-        layers: layers_of(&sliding, window, 0),
+        ropes: vec![global, local],
+        layers: layers_of(&sliding, window, 1),
         ..cfg
     })
 }

@@ -256,6 +256,25 @@ pub(super) fn gemma_gguf(g: &GgufKeys, architecture: &str) -> Result<(GgufCommon
     Ok((c, cfg))
 }
 
+/// Which layers slide, as llama.cpp's `load_swa_pattern` reads it: a per-layer array
+/// `attention.sliding_window_pattern`, or that key as a period n (layer i slides unless
+/// `i % n == n - 1`; 0: all slide), or `default_pattern`.
+pub(super) fn gguf_sliding_layers(
+    g: &GgufKeys,
+    n: usize,
+    default_pattern: usize,
+) -> Result<Vec<bool>> {
+    let key = "attention.sliding_window_pattern";
+    if let Some(v) = g.meta.opt_bool_array(&g.key(key))? {
+        if v.len() != n {
+            return Err(g.err(key, format!("{} entries for {n} layers", v.len())));
+        }
+        return Ok(v);
+    }
+    let p = g.opt_usize(key)?.unwrap_or(default_pattern);
+    Ok((0..n).map(|i| p == 0 || i % p < p - 1).collect())
+}
+
 fn from_gguf(g: &GgufKeys) -> Result<DecoderConfig> {
     let (c, cfg) = gemma_gguf(g, "Gemma3ForCausalLM")?;
     let global = RopeConfig {
@@ -270,12 +289,13 @@ fn from_gguf(g: &GgufKeys) -> Result<DecoderConfig> {
         scaling: RopeScaling::None,
         ..global.clone()
     };
-    // llama.cpp: with a window, every 6th layer is global (`set_swa_pattern(6)`); without one,
-    // all layers are
+    // llama.cpp: without a window every layer is global; with one, the pattern decides (every
+    // 6th layer global unless the file says otherwise)
     let window = g.opt_usize("attention.sliding_window")?.filter(|&w| w > 0);
-    let sliding: Vec<bool> = (0..c.num_layers)
-        .map(|i| window.is_some() && i % 6 < 5)
-        .collect();
+    let sliding = match window {
+        Some(_) => gguf_sliding_layers(g, c.num_layers, 6)?,
+        None => vec![false; c.num_layers],
+    };
     Ok(DecoderConfig {
         qk_norm: true,
         final_softcap: g.opt_f64("final_logit_softcapping")?.filter(|&x| x > 0.0),

@@ -426,4 +426,48 @@ mod tests {
             "{s}"
         );
     }
+
+    /// Gemma-3 GGUF hyperparameters (hidden 16, 2 heads of 8, 3 layers, window 4).
+    fn gemma3_kvs() -> Vec<crate::gguf::test_files::Kv<'static>> {
+        use crate::gguf::test_files::{f32_kv, str_kv, u32_kv};
+        vec![
+            str_kv("general.architecture", "gemma3"),
+            u32_kv("gemma3.embedding_length", 16),
+            u32_kv("gemma3.attention.head_count", 2),
+            u32_kv("gemma3.attention.key_length", 8),
+            u32_kv("gemma3.block_count", 3),
+            u32_kv("gemma3.feed_forward_length", 32),
+            u32_kv("gemma3.context_length", 64),
+            u32_kv("gemma3.attention.sliding_window", 4),
+            f32_kv("gemma3.attention.layer_norm_rms_epsilon", 1e-6),
+        ]
+    }
+
+    /// Which Gemma-3 layers slide, read as llama.cpp's `load_swa_pattern` reads it: the default
+    /// period 6, a period in `attention.sliding_window_pattern`, or a per-layer array there.
+    #[test]
+    fn gemma3_gguf_sliding_pattern() {
+        use crate::gguf::test_files::{bool_array_kv, u32_kv};
+        let embd: &[(&str, &[u64], u32, u64)] = &[("token_embd.weight", &[16, 10], 0, 0)];
+        let windows = |kvs: Vec<crate::gguf::test_files::Kv>| -> Vec<Option<usize>> {
+            let cfg = config_of("g3.gguf", gguf(&kvs, embd, &[0; 640])).unwrap();
+            assert_eq!(cfg.architecture, "Gemma3ForCausalLM");
+            assert_eq!(cfg.attn_scale, 1.0 / 8f64.sqrt());
+            cfg.layers.iter().map(|l| l.sliding_window).collect()
+        };
+        assert_eq!(windows(gemma3_kvs()), [Some(4), Some(4), Some(4)]);
+        let mut kvs = gemma3_kvs();
+        kvs.push(u32_kv("gemma3.attention.sliding_window_pattern", 3));
+        assert_eq!(windows(kvs), [Some(4), Some(4), None]);
+        let mut kvs = gemma3_kvs();
+        kvs.push(bool_array_kv(
+            "gemma3.attention.sliding_window_pattern",
+            &[false, true, false],
+        ));
+        assert_eq!(windows(kvs), [None, Some(4), None]);
+        // no window: every layer is global
+        let mut kvs = gemma3_kvs();
+        kvs.retain(|(k, _, _)| *k != "gemma3.attention.sliding_window");
+        assert_eq!(windows(kvs), [None, None, None]);
+    }
 }
