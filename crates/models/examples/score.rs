@@ -2,6 +2,7 @@
 //! writing per-token NLLs. Used to measure load time / peak RSS:
 //!   /usr/bin/time -v target/release/examples/score <model.gguf|dir|org/name> [--dequantize]
 //!       [--ids reference.json] [--first N] [--out nll.json] [--chunk 256]
+//!       [--tokenizer-json tokenizer.json]   (GGUF: instead of the tokenizer in its metadata)
 
 use std::time::Instant;
 
@@ -21,7 +22,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         dequantize: flag("--dequantize").is_some(),
     };
     let t0 = Instant::now();
-    let loaded = load(&ModelSource::parse(source)?, &opts)?;
+    let source = match (ModelSource::parse(source)?, value("--tokenizer-json")) {
+        (ModelSource::Gguf { path, .. }, Some(t)) => ModelSource::Gguf {
+            path,
+            tokenizer_json: Some(t.into()),
+        },
+        (s, _) => s,
+    };
+    let loaded = load(&source, &opts)?;
     println!(
         "load: {:.3}s  {:?}",
         t0.elapsed().as_secs_f64(),
