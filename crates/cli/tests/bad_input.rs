@@ -122,7 +122,7 @@ fn config_json_unsupported_architecture() {
     let m = fixture_copy("bad_arch", &c.p("bad_arch"));
     c.fails(
         &c.eval_model(&m),
-        &["bad_arch/config.json", "GPTNeoXForCausalLM", "unsupported"],
+        &["bad_arch/config.json", "BloomForCausalLM", "unsupported"],
     );
 }
 

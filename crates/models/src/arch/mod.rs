@@ -7,6 +7,8 @@
 
 mod gemma2;
 mod gemma3;
+mod gpt2;
+mod gpt_neox;
 mod llama;
 mod phi3;
 mod qwen;
@@ -26,6 +28,8 @@ use crate::gguf::Meta;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     TokenEmbd,
+    /// Learned absolute position embeddings (GPT-2's `wpe`).
+    PosEmbd,
     OutputNorm,
     Output,
     /// llama.cpp `rope_freqs` (Llama 3.1 frequency factors; GGUF only).
@@ -137,6 +141,8 @@ const FAMILIES: &[&Family] = &[
     &gemma3::FAMILY,
     &gemma2::FAMILY,
     &phi3::FAMILY,
+    &gpt2::FAMILY,
+    &gpt_neox::FAMILY,
 ];
 
 /// The architectures this crate implements (`config.json` `architectures[0]`).
