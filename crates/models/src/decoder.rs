@@ -322,7 +322,13 @@ impl CausalLm {
             && !std::env::var("SURPRISAL_LLAMA_CPP_OPS").is_ok_and(|v| v == "0");
         let embed_positions = cfg
             .learned_positions
-            .then(|| vb.get(&[cfg.max_position_embeddings, hidden], Role::PosEmbd, "weight"))
+            .then(|| {
+                vb.get(
+                    &[cfg.max_position_embeddings, hidden],
+                    Role::PosEmbd,
+                    "weight",
+                )
+            })
             .transpose()?;
         Ok(Self {
             llama_cpp,

@@ -59,7 +59,9 @@ fn from_hf(c: &Keys, architecture: &str) -> Result<DecoderConfig> {
             &format!("{num_heads} heads do not divide n_embd = {hidden_size}"),
         ));
     }
-    if c.opt_bool("scale_attn_by_inverse_layer_idx")?.unwrap_or(false) {
+    if c.opt_bool("scale_attn_by_inverse_layer_idx")?
+        .unwrap_or(false)
+    {
         return Err(c.invalid(
             "scale_attn_by_inverse_layer_idx",
             "per-layer attention scales are not supported",

@@ -23,7 +23,11 @@ const QUERY_BLOCK: usize = 256;
 /// The q, k and v projections: three, or one fused `((H + 2·KV)·D, hidden)` projection.
 #[derive(Debug, Clone)]
 pub enum Qkv {
-    Separate { q: Linear, k: Linear, v: Linear },
+    Separate {
+        q: Linear,
+        k: Linear,
+        v: Linear,
+    },
     /// Rows: all q heads, then all k heads, then all v heads.
     Fused(Linear),
     /// Rows grouped by head: q, k, v of head 0, then of head 1, ... (GPT-NeoX; no GQA).
