@@ -263,3 +263,13 @@ fn phi3_as_gguf() {
 fn phi3_longrope_as_gguf() {
     check_gguf("phi3", "Phi3ForCausalLM");
 }
+
+#[test]
+fn gpt2_as_gguf() {
+    check_gguf("gpt2", "GPT2LMHeadModel");
+}
+
+#[test]
+fn gpt_neox_as_gguf() {
+    check_gguf("gpt_neox", "GPTNeoXForCausalLM");
+}

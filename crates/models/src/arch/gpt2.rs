@@ -5,7 +5,7 @@
 //! position embedding: the decoder refuses it, and the runner refuses a window longer than it.
 
 use super::llama::llama_shaped;
-use super::{rope_half, Family, HfCommon, Role, TensorNames};
+use super::{rope_half, Family, GgufCommon, GgufKeys, HfCommon, Role, TensorNames};
 use crate::config::{DecoderConfig, Keys, MlpKind, NormKind, RopeScaling};
 use crate::error::Result;
 
@@ -32,7 +32,7 @@ pub(super) const FAMILY: Family = Family {
     gguf_archs: &["gpt2"],
     tensors: &TENSORS,
     from_hf,
-    from_gguf: None,
+    from_gguf: Some(from_gguf),
 };
 
 /// transformers' `ACT2FN` names of the ungated GELU MLPs: is it the tanh approximation?
@@ -91,23 +91,37 @@ fn from_hf(c: &Keys, architecture: &str) -> Result<DecoderConfig> {
     let tanh = gelu_tanh(c, "activation_function", "gelu_new")?;
     // `reorder_and_upcast_attn` changes only where f16 scores are upcast; ours are f32 already.
     Ok(DecoderConfig {
+        attn_scale: scale,
+        hf_conv1d: true,
+        ..gpt2_shaped(architecture, &h, c.f64("layer_norm_epsilon")?, tanh)
+    })
+}
+
+fn gpt2_shaped(architecture: &str, h: &HfCommon, norm_eps: f64, tanh: bool) -> DecoderConfig {
+    DecoderConfig {
         norm: NormKind::LayerNorm,
         mlp: MlpKind::Gelu { tanh },
         mlp_bias: true,
         fused_qkv: true,
         qkv_bias: true,
         o_bias: true,
-        attn_scale: scale,
         ropes: Vec::new(),
         learned_positions: true,
-        hf_conv1d: true,
         tensors: &TENSORS,
         ..llama_shaped(
             architecture,
-            &h,
-            c.f64("layer_norm_epsilon")?,
-            rope_half(10_000.0, head_dim, RopeScaling::None),
+            h,
+            norm_eps,
+            rope_half(10_000.0, h.head_dim, RopeScaling::None),
             None,
         )
-    })
+    }
+}
+
+/// llama.cpp's `gpt2`: the converter transposes the `Conv1D` weights to `(out, in)` and writes
+/// no `output` tensor (tied); `ggml_gelu` is the tanh approximation, as `gelu_new`.
+fn from_gguf(g: &GgufKeys) -> Result<DecoderConfig> {
+    let h = GgufCommon::read(g)?.hf();
+    let eps = g.f64("attention.layer_norm_epsilon")?;
+    Ok(gpt2_shaped("GPT2LMHeadModel", &h, eps, true))
 }

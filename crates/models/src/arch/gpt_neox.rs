@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::gpt2::gelu_tanh;
 use super::llama::llama_shaped;
-use super::{Family, HfCommon, HfRope, Role, TensorNames};
+use super::{Family, GgufCommon, GgufKeys, HfCommon, HfRope, Role, TensorNames};
 use crate::config::{BlockShape, DecoderConfig, Keys, MlpKind, NormKind, RopeConfig, RopeLayout};
 use crate::error::Result;
 
@@ -34,7 +34,7 @@ pub(super) const FAMILY: Family = Family {
     gguf_archs: &["gptneox"],
     tensors: &TENSORS,
     from_hf,
-    from_gguf: None,
+    from_gguf: Some(from_gguf),
 };
 
 fn from_hf(c: &Keys, architecture: &str) -> Result<DecoderConfig> {
@@ -79,9 +79,30 @@ fn from_hf(c: &Keys, architecture: &str) -> Result<DecoderConfig> {
         scaling: rope.scaling(c)?,
     };
     let parallel = c.opt_bool("use_parallel_residual")?.unwrap_or(true);
-    let bias = c.opt_bool("attention_bias")?.unwrap_or(true);
-    let tanh = gelu_tanh(c, "hidden_act", "gelu")?;
     Ok(DecoderConfig {
+        qkv_per_head: true,
+        ..neox_shaped(
+            architecture,
+            &h,
+            c.f64("layer_norm_eps")?,
+            rope,
+            parallel,
+            c.opt_bool("attention_bias")?.unwrap_or(true),
+            gelu_tanh(c, "hidden_act", "gelu")?,
+        )
+    })
+}
+
+fn neox_shaped(
+    architecture: &str,
+    h: &HfCommon,
+    norm_eps: f64,
+    rope: RopeConfig,
+    parallel: bool,
+    bias: bool,
+    tanh: bool,
+) -> DecoderConfig {
+    DecoderConfig {
         norm: NormKind::LayerNorm,
         block: if parallel {
             BlockShape::Parallel
@@ -91,10 +112,35 @@ fn from_hf(c: &Keys, architecture: &str) -> Result<DecoderConfig> {
         mlp: MlpKind::Gelu { tanh },
         mlp_bias: true,
         fused_qkv: true,
-        qkv_per_head: true,
         qkv_bias: bias,
         o_bias: bias,
         tensors: &TENSORS,
-        ..llama_shaped(architecture, &h, c.f64("layer_norm_eps")?, rope, None)
-    })
+        ..llama_shaped(architecture, h, norm_eps, rope, None)
+    }
+}
+
+/// llama.cpp's `gptneox`: the converter reorders `query_key_value` to all q, all k, all v rows,
+/// writes no `rope.freq_base` (10000, Pythia's) and no activation: the exact GELU of the
+/// Hugging Face model is kept here (llama.cpp's own graph runs `ggml_gelu`, the tanh form).
+fn from_gguf(g: &GgufKeys) -> Result<DecoderConfig> {
+    let c = GgufCommon::read(g)?;
+    let rope = RopeConfig {
+        theta: c.rope_theta,
+        dim: c.rope_dim,
+        layout: RopeLayout::Half,
+        scaling: GgufCommon::rope_scaling(g)?,
+    };
+    let parallel = g
+        .meta
+        .opt_bool(&g.key("use_parallel_residual"))?
+        .unwrap_or(true);
+    Ok(neox_shaped(
+        "GPTNeoXForCausalLM",
+        &c.hf(),
+        g.f64("attention.layer_norm_epsilon")?,
+        rope,
+        parallel,
+        g.has_tensor("blk.0.attn_qkv.bias"),
+        false,
+    ))
 }

@@ -351,6 +351,24 @@ impl GgufCommon {
         })
     }
 
+    /// The same numbers under the Hugging Face names the family constructors take.
+    pub fn hf(&self) -> HfCommon {
+        HfCommon {
+            vocab_size: self.vocab_size,
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            num_layers: self.num_layers,
+            num_heads: self.num_heads,
+            num_kv_heads: self.num_kv_heads,
+            head_dim: self.head_dim,
+            head_dim_given: true,
+            max_position_embeddings: self.context_length,
+            tie_word_embeddings: self.tied,
+            bos_token_id: self.bos_token_id,
+            eos_token_id: self.eos_token_id,
+        }
+    }
+
     /// `rope.scaling.type`: none, or linear with `rope.scaling.factor`.
     pub fn rope_scaling(g: &GgufKeys) -> Result<RopeScaling> {
         match g.meta.opt_str(&g.key("rope.scaling.type"))? {
