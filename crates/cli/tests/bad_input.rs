@@ -471,6 +471,18 @@ fn window_larger_than_model_context() {
     c.fails(&c.eval(&["--window", "2048"]), &["window 2048", "1024"]);
 }
 
+/// GPT-2 has no position embedding past `n_positions` (512 in the fixture): a longer window is
+/// refused before any text is read.
+#[test]
+fn window_larger_than_gpt2_n_positions() {
+    let c = Case::new();
+    let m = fixture_copy("gpt2", &c.p("gpt2"));
+    c.fails(
+        &c.eval_with(&m, &c.data(), &["--window", "513"]),
+        &["window 513", "maximum context of 512"],
+    );
+}
+
 #[test]
 fn stride_zero() {
     let c = Case::new();
