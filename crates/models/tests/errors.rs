@@ -496,6 +496,25 @@ fn gpt2_and_gpt_neox_bad_inputs() {
         );
         assert_one_line(&e.to_string(), &["model.safetensors", tensor, expected]);
     }
+    // ... and in a GGUF (converted as llama.cpp does: `attn_qkv` is (out, in) there)
+    let tmp = fixture_copy("gpt2");
+    rewrite_weights(tmp.path(), |t| {
+        t.insert(
+            "h.1.attn.c_attn.weight".into(),
+            Tensor::zeros((64, 128), candle_core::DType::F32, &Device::Cpu).unwrap(),
+        );
+    });
+    let p = tmp.path().join("gpt2.gguf");
+    fixture_to_gguf(tmp.path(), &p, GgmlDType::F32);
+    let e = load_gguf(&p).unwrap_err();
+    assert!(
+        matches!(&e, ModelError::TensorShape { tensor, .. } if tensor == "blk.1.attn_qkv.weight"),
+        "{e:?}"
+    );
+    assert_one_line(
+        &e.to_string(),
+        &["gpt2.gguf", "blk.1.attn_qkv.weight", "[192, 64]"],
+    );
 
     let m = load_dir(&fixture("gpt2")).unwrap();
     assert_eq!(m.info.max_position_embeddings, 512);
