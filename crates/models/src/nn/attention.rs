@@ -1,8 +1,10 @@
 //! Causal self-attention with grouped-query heads, shared by every architecture. The differences
-//! between architectures are in the config: separate or fused q/k/v projections (Phi-3), q/k/v
-//! and output biases (Qwen2), per-head q/k norm before RoPE (Qwen3, Gemma-3), the score scale
-//! (Gemma's `query_pre_attn_scalar`), score softcapping (Gemma-2), and a sliding window per layer
-//! (Mistral, Gemma). Batches are right-padded, so the causal mask also keeps padding out.
+//! between architectures are in the config: separate or fused q/k/v projections (Phi-3, GPT-2;
+//! grouped by head in GPT-NeoX), q/k/v and output biases (Qwen2, GPT-2), per-head q/k norm before
+//! RoPE (Qwen3, Gemma-3), RoPE or none (GPT-2's learned positions are added to the embeddings),
+//! the score scale (Gemma's `query_pre_attn_scalar`), score softcapping (Gemma-2), and a sliding
+//! window per layer (Mistral, Gemma). Batches are right-padded, so the causal mask also keeps
+//! padding out.
 
 use candle_core::{DType, Tensor};
 
