@@ -33,6 +33,10 @@ from transformers import (
     Gemma2ForCausalLM,
     Gemma3ForCausalLM,
     Gemma3TextConfig,
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
     MistralConfig,
@@ -135,9 +139,9 @@ def init_weights(model: torch.nn.Module, seed: int) -> None:
         for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):  # tied params once
             if name.endswith("bias"):
                 p.copy_(torch.randn(p.shape, generator=g) * BIAS_STD)
-            elif "norm" in name:
+            elif "norm" in name or name.split(".")[-2].startswith("ln_"):  # GPT-2: ln_1, ln_f
                 p.copy_(norm_center + torch.randn(p.shape, generator=g) * NORM_JITTER)
-            elif "embed_tokens" in name or "lm_head" in name:
+            elif any(e in name for e in ("embed_tokens", "lm_head", "wte", "embed_in", "embed_out")):
                 p.copy_(torch.randn(p.shape, generator=g) * EMBED_STD)
             else:
                 assert p.ndim == 2, name
@@ -205,7 +209,57 @@ def fixture_specs(vocab: int):
         # Mistral with a window (64) shorter than both rows: the sliding mask matters.
         ("mistral_window", MistralConfig, MistralForCausalLM,
          dict(tie_word_embeddings=False, rope_theta=10000.0, sliding_window=64), 13, {}),
+        # GPT-2 (its own key names, see family_config): learned positions (n_positions 512),
+        # Conv1D (in, out) weights, fused c_attn, gelu_new, tied; stored as openai-community/gpt2
+        # is, without the `transformer.` prefix (see base_model_layout).
+        ("gpt2", GPT2Config, GPT2LMHeadModel,
+         dict(n_embd=64, n_layer=2, n_head=4, n_inner=None, n_positions=512,
+              activation_function="gelu_new", layer_norm_epsilon=1e-5,
+              tie_word_embeddings=True), 14, {}),
+        # Pythia's shape: parallel residual, rotary_pct 0.25 (4 of 16 dims), exact gelu, untied.
+        ("gpt_neox", GPTNeoXConfig, GPTNeoXForCausalLM,
+         dict(tie_word_embeddings=False, rotary_pct=0.25, rotary_emb_base=10000,
+              use_parallel_residual=True, hidden_act="gelu", layer_norm_eps=1e-5), 15, {}),
+        # ... with the sequential residual, rotary_pct 0.5, base 1e6, tanh GELU.
+        ("gpt_neox_sequential", GPTNeoXConfig, GPTNeoXForCausalLM,
+         dict(tie_word_embeddings=False, rotary_pct=0.5, rotary_emb_base=1000000,
+              use_parallel_residual=False, hidden_act="gelu_new", layer_norm_eps=1e-5), 16, {}),
     ]
+
+
+def family_config(name: str) -> dict:
+    """COMMON, less the keys a family does not have (or names differently)."""
+    common = dict(COMMON)
+    if name.startswith("gemma"):
+        del common["hidden_act"]  # Gemma's key is hidden_activation
+    if name.startswith("gpt2"):
+        common = dict(initializer_range=INIT_STD, bos_token_id=0, eos_token_id=0)
+    if name.startswith("gpt_neox"):
+        for k in ("num_key_value_heads", "rms_norm_eps"):
+            del common[k]
+    return common
+
+
+def base_model_layout(d: Path) -> None:
+    """GPT-2 as openai-community/gpt2 ships: tensors of the base model (`h.0.*`, `wte`), without
+    the `transformer.` prefix that save_pretrained writes; transformers loads both."""
+    from safetensors.torch import load_file, save_file
+
+    p = d / "model.safetensors"
+    t = load_file(str(p))
+    t = {k.removeprefix("transformer."): v for k, v in t.items()}
+    save_file(t, str(p), metadata={"format": "pt"})
+
+
+def classic_neox_config(cfg: dict) -> dict:
+    """GPT-NeoX: the Hub layout is `rotary_pct` + `rotary_emb_base` (Pythia's config.json)."""
+    rp = cfg.pop("rope_parameters", None)
+    if rp is not None:
+        rp = dict(rp)
+        cfg["rotary_emb_base"] = rp.pop("rope_theta")
+        cfg["rotary_pct"] = rp.pop("partial_rotary_factor")
+        assert rp.get("rope_type", "default") == "default", rp
+    return cfg
 
 
 def classic_gemma3_config(path: Path) -> dict:
@@ -229,6 +283,10 @@ def classic_config(path: Path) -> dict:
     cfg = json.loads(path.read_text())
     if cfg.get("model_type") == "gemma3_text":
         return classic_gemma3_config(path)
+    if cfg.get("model_type") == "gpt_neox":
+        cfg = classic_neox_config(cfg)
+        path.write_text(json.dumps(cfg, indent=2, sort_keys=False) + "\n")
+        return cfg
     rp = cfg.pop("rope_parameters", None)
     if rp is not None:
         rp = dict(rp)
@@ -348,18 +406,18 @@ def main() -> int:
         if d.exists():
             shutil.rmtree(d)
         torch.manual_seed(seed)
-        common = dict(COMMON)
-        if name.startswith("gemma"):
-            del common["hidden_act"]  # Gemma's key is hidden_activation
+        common = family_config(name)
         common.update(kw)
         cfg = cfg_cls(vocab_size=vocab, **common)
         cfg.architectures = [model_cls.__name__]
         model = model_cls._from_config(cfg, attn_implementation="eager", dtype=torch.float32).eval()
         init_weights(model, seed)
         if cfg.tie_word_embeddings:
-            assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+            assert model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
         model.save_pretrained(d, safe_serialization=True, **save_kw)
         classic_config(d / "config.json")
+        if name.startswith("gpt2"):
+            base_model_layout(d)
         shutil.copy(tok_path, d / "tokenizer.json")
 
         before = batch_logits(model, rows)
@@ -403,8 +461,8 @@ def main() -> int:
         shutil.rmtree(bad)
     bad.mkdir()
     cfg = json.loads((src / "config.json").read_text())
-    cfg["architectures"] = ["GPTNeoXForCausalLM"]
-    cfg["model_type"] = "gpt_neox"
+    cfg["architectures"] = ["BloomForCausalLM"]
+    cfg["model_type"] = "bloom"
     write_json_pretty(bad / "config.json", cfg)
     shutil.copy(src / "model.safetensors", bad / "model.safetensors")
     shutil.copy(tok_path, bad / "tokenizer.json")

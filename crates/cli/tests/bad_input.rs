@@ -122,7 +122,7 @@ fn config_json_unsupported_architecture() {
     let m = fixture_copy("bad_arch", &c.p("bad_arch"));
     c.fails(
         &c.eval_model(&m),
-        &["bad_arch/config.json", "GPTNeoXForCausalLM", "unsupported"],
+        &["bad_arch/config.json", "BloomForCausalLM", "unsupported"],
     );
 }
 
@@ -469,6 +469,18 @@ fn parquet_not_parquet() {
 fn window_larger_than_model_context() {
     let c = Case::new();
     c.fails(&c.eval(&["--window", "2048"]), &["window 2048", "1024"]);
+}
+
+/// GPT-2 has no position embedding past `n_positions` (512 in the fixture): a longer window is
+/// refused before any text is read.
+#[test]
+fn window_larger_than_gpt2_n_positions() {
+    let c = Case::new();
+    let m = fixture_copy("gpt2", &c.p("gpt2"));
+    c.fails(
+        &c.eval_with(&m, &c.data(), &["--window", "513"]),
+        &["window 513", "maximum context of 512"],
+    );
 }
 
 #[test]

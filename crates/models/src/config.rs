@@ -129,6 +129,9 @@ pub struct DecoderConfig {
     pub mlp_bias: bool,
     /// q, k and v stored as one `((H + 2·KV)·D, hidden)` tensor, in that order (Phi-3).
     pub fused_qkv: bool,
+    /// With `fused_qkv`: the rows are grouped by head instead, q, k, v of head 0, then of head 1,
+    /// ... (GPT-NeoX's `query_key_value`; its GGUFs are converted to the q, k, v order).
+    pub qkv_per_head: bool,
     pub qkv_bias: bool,
     pub o_bias: bool,
     /// Per-head RMSNorm of q and k before RoPE (Qwen3, Gemma-3), of the model's [`NormKind`].
@@ -141,8 +144,12 @@ pub struct DecoderConfig {
     pub final_softcap: Option<f64>,
     /// Token embeddings are multiplied by this (Gemma: √hidden).
     pub embed_scale: Option<f64>,
-    /// The rotary embeddings the layers use (Gemma-3: one for local, one for global layers).
+    /// The rotary embeddings the layers use (Gemma-3: one for local, one for global layers);
+    /// empty for a model with learned positions.
     pub ropes: Vec<RopeConfig>,
+    /// Learned absolute position embeddings (`Role::PosEmbd`, one row per position up to
+    /// `max_position_embeddings`) added to the token embeddings (GPT-2).
+    pub learned_positions: bool,
     /// One per layer.
     pub layers: Vec<LayerKind>,
     pub tie_word_embeddings: bool,
@@ -150,6 +157,9 @@ pub struct DecoderConfig {
     pub eos_token_id: Option<u32>,
     /// The family's tensor names (Hugging Face and GGUF).
     pub tensors: &'static TensorNames,
+    /// Hugging Face projection weights are stored `(in, out)` (GPT-2's `Conv1D`) and transposed
+    /// at load; GGUF converters store them `(out, in)` already.
+    pub hf_conv1d: bool,
     pub llama_cpp: Option<LlamaCppGraph>,
 }
 

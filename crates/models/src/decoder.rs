@@ -65,7 +65,7 @@ impl Block {
     }
 
     /// x: (B, T, hidden) -> (B, T, hidden)
-    fn forward(&self, x: &Tensor, rope: &RopeTables) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, rope: Option<&RopeTables>) -> Result<Tensor> {
         let post = |n: &Option<Norm>, h: Tensor| match n {
             Some(n) => n.forward(&h),
             None => Ok(h),
@@ -103,6 +103,21 @@ impl Block {
             Qkv::Fused(f) => split_columns(&f.forward_f32(&xn, m)?, m, &[h * d, kv * d, kv * d])
                 .try_into()
                 .expect("three projections"),
+            Qkv::FusedPerHead(f) => {
+                // per head q, k, v: split every head's 3·D values, then join the heads
+                let parts = split_columns(&f.forward_f32(&xn, m)?, m, &vec![d; 3 * h]);
+                let join = |which: usize| -> Vec<f32> {
+                    let mut out = Vec::with_capacity(m * h * d);
+                    for row in 0..m {
+                        for head in 0..h {
+                            let p = &parts[3 * head + which];
+                            out.extend_from_slice(&p[row * d..(row + 1) * d]);
+                        }
+                    }
+                    out
+                };
+                [join(0), join(1), join(2)]
+            }
         };
         dump(&format!("Qcur-{il}"), &q);
         dump(&format!("Kcur-{il}"), &k);
@@ -237,6 +252,8 @@ impl Embedding {
 #[derive(Debug, Clone)]
 pub struct CausalLm {
     embed_tokens: Embedding,
+    /// Learned absolute positions: (max_position_embeddings, hidden).
+    embed_positions: Option<Tensor>,
     layers: Vec<Block>,
     norm: Norm,
     lm_head: Linear,
@@ -297,15 +314,27 @@ impl CausalLm {
             && cfg.norm == NormKind::Rms
             && matches!(cfg.mlp, MlpKind::SwiGlu | MlpKind::GeGluTanh)
             && cfg.block != BlockShape::Parallel
+            && !cfg.learned_positions
             && layers
                 .first()
                 .is_some_and(|l| l.self_attn.first_projection().is_ggml())
             // On by default (reproduces llama.cpp bit for bit); `SURPRISAL_LLAMA_CPP_OPS=0` opts out.
             && !std::env::var("SURPRISAL_LLAMA_CPP_OPS").is_ok_and(|v| v == "0");
+        let embed_positions = cfg
+            .learned_positions
+            .then(|| {
+                vb.get(
+                    &[cfg.max_position_embeddings, hidden],
+                    Role::PosEmbd,
+                    "weight",
+                )
+            })
+            .transpose()?;
         Ok(Self {
             llama_cpp,
             freq_factors: freq_factors.map(<[f32]>::to_vec),
             embed_tokens,
+            embed_positions,
             layers,
             norm,
             lm_head,
@@ -388,13 +417,17 @@ impl CausalLm {
             // transformers multiplies by the scale cast to the activation dtype
             x = x.broadcast_mul(&Tensor::new(s, &self.device)?.to_dtype(self.dtype)?)?;
         }
+        if let Some(p) = &self.embed_positions {
+            // positions 0..T in every row (right padding: real tokens start at 0)
+            x = x.broadcast_add(&p.narrow(0, 0, t)?)?;
+        }
         let ropes = self
             .ropes
             .iter()
             .map(|r| r.tables(t, self.dtype, &self.device))
             .collect::<Result<Vec<_>>>()?;
         for layer in &self.layers {
-            x = layer.forward(&x, &ropes[layer.rope])?;
+            x = layer.forward(&x, ropes.get(layer.rope))?;
         }
         self.norm.forward(&x)
     }

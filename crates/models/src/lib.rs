@@ -176,7 +176,7 @@ fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     let store = Store::open_safetensors(&files)?;
     let model_path = files.first().cloned().unwrap_or_default();
     check_vocab(&tokenizer, &cfg, &model_path)?;
-    let vb = Weights::new(&store, cfg.tensors, opts.dtype, &opts.device);
+    let vb = Weights::new(&store, cfg.tensors, opts.dtype, &opts.device).conv1d(cfg.hf_conv1d);
     let model = CausalLm::load(&vb, &cfg, None)?;
     let add_bos_token = hf_add_bos(dir, &tokenizer, cfg.bos_token_id);
     let info = ModelInfo::new(&cfg, add_bos_token, files, None, &store);

@@ -6,6 +6,8 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     TokenEmbd,
+    /// Learned absolute position embeddings (GPT-2's `wpe`).
+    PosEmbd,
     OutputNorm,
     Output,
     /// llama.cpp `rope_freqs` (Llama 3.1 frequency factors; GGUF only).

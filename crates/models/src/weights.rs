@@ -254,6 +254,8 @@ pub struct Weights<'a> {
     layer: Option<usize>,
     dtype: DType,
     device: Device,
+    /// Safetensors projection weights are stored `(in, out)` (GPT-2's `Conv1D`).
+    conv1d: bool,
 }
 
 impl<'a> Weights<'a> {
@@ -269,7 +271,14 @@ impl<'a> Weights<'a> {
             layer: None,
             dtype,
             device: device.clone(),
+            conv1d: false,
         }
+    }
+
+    /// Projection weights of a safetensors store are `(in, out)` and get transposed at load
+    /// ([`DecoderConfig::hf_conv1d`](crate::DecoderConfig)).
+    pub(crate) fn conv1d(self, conv1d: bool) -> Self {
+        Self { conv1d, ..self }
     }
 
     /// The view of block `i`'s tensors.
@@ -303,10 +312,27 @@ impl<'a> Weights<'a> {
             })
     }
 
+    /// The name `key` has in the store: itself, or for safetensors the name without its first
+    /// component, as a checkpoint of the base model has it (openai-community/gpt2 stores `h.0.*`
+    /// and `wte`, not `transformer.h.0.*`; transformers loads both through `base_model_prefix`).
+    fn stored(&self, key: &str) -> Option<String> {
+        if self.store.contains(key) {
+            return Some(key.to_string());
+        }
+        match self.store.format() {
+            Format::HuggingFace => key
+                .split_once('.')
+                .map(|(_, rest)| rest)
+                .filter(|rest| rest.contains('.') && self.store.contains(rest))
+                .map(str::to_string),
+            Format::Gguf => None,
+        }
+    }
+
     /// [`Self::key`], with the missing-tensor error naming the Hugging Face name for GGUF files.
     fn existing_key(&self, role: Role, suffix: &str) -> Result<String> {
         let key = self.key(role, suffix)?;
-        if self.store.contains(&key) {
+        if let Some(key) = self.stored(&key) {
             return Ok(key);
         }
         let hint = match self.store.format() {
@@ -322,7 +348,7 @@ impl<'a> Weights<'a> {
 
     pub fn contains(&self, role: Role, suffix: &str) -> bool {
         self.key(role, suffix)
-            .is_ok_and(|key| self.store.contains(&key))
+            .is_ok_and(|key| self.stored(&key).is_some())
     }
 
     /// A dense tensor (norm weights, biases, embeddings) in the model dtype.
@@ -369,6 +395,13 @@ impl<'a> Weights<'a> {
     /// A projection weight (out, in) as a `QMatMul` (quantized for GGUF unless dequantizing).
     pub fn matmul(&self, shape: (usize, usize), role: Role) -> Result<QMatMul> {
         let key = self.existing_key(role, "weight")?;
+        if self.conv1d && self.store.format() == Format::HuggingFace {
+            // stored (in, out): transposed once here, so every kernel sees (out, in)
+            let w = self
+                .store
+                .dense(&key, &[shape.1, shape.0], self.dtype, &self.device)?;
+            return Ok(QMatMul::Tensor(w.t()?.contiguous()?));
+        }
         self.store
             .matmul(&key, &[shape.0, shape.1], self.dtype, &self.device)
     }

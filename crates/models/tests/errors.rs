@@ -82,7 +82,7 @@ fn unknown_architecture() {
         "{e:?}"
     );
     let msg = e.to_string();
-    assert!(msg.contains("GPTNeoXForCausalLM"), "{msg}");
+    assert!(msg.contains("BloomForCausalLM"), "{msg}");
     for a in surprisal_models::supported_architectures() {
         assert!(msg.contains(a), "{msg} does not list {a}");
     }
@@ -440,4 +440,85 @@ fn gguf_of_an_unsupported_architecture() {
             ],
         );
     }
+}
+
+/// GPT-2 and GPT-NeoX: the keys they cannot do without, a fused `c_attn` / `query_key_value` of
+/// the wrong shape (GPT-2's is stored `(in, out)` and named so), and a sequence longer than
+/// GPT-2's `n_positions` (no position embedding for it).
+#[test]
+fn gpt2_and_gpt_neox_bad_inputs() {
+    for (name, key) in [
+        ("gpt2", "n_embd"),
+        ("gpt2", "n_positions"),
+        ("gpt2", "layer_norm_epsilon"),
+        ("gpt_neox", "layer_norm_eps"),
+        ("gpt_neox", "intermediate_size"),
+    ] {
+        let tmp = fixture_copy(name);
+        edit_config(tmp.path(), |c| {
+            c.remove(key);
+        });
+        let e = load_dir(tmp.path()).unwrap_err();
+        assert!(
+            matches!(&e, ModelError::MissingConfigKey { key: k, .. } if k == key),
+            "{name} without {key}: {e:?}"
+        );
+        assert_one_line(&e.to_string(), &["config.json", key]);
+    }
+    let tmp = fixture_copy("gpt_neox");
+    edit_config(tmp.path(), |c| {
+        c.insert("hidden_act".into(), "relu".into());
+    });
+    let e = load_dir(tmp.path()).unwrap_err();
+    assert_one_line(&e.to_string(), &["config.json", "hidden_act", "relu"]);
+
+    for (name, tensor, wrong, expected) in [
+        // (in, out) = (64, 3·64): give it q and k only
+        ("gpt2", "h.1.attn.c_attn.weight", (64, 128), "[64, 192]"),
+        (
+            "gpt_neox",
+            "gpt_neox.layers.1.attention.query_key_value.weight",
+            (128, 64),
+            "[192, 64]",
+        ),
+    ] {
+        let tmp = fixture_copy(name);
+        rewrite_weights(tmp.path(), |t| {
+            t.insert(
+                tensor.into(),
+                Tensor::zeros(wrong, candle_core::DType::F32, &Device::Cpu).unwrap(),
+            );
+        });
+        let e = load_dir(tmp.path()).unwrap_err();
+        assert!(
+            matches!(&e, ModelError::TensorShape { tensor: t, .. } if t == tensor),
+            "{e:?}"
+        );
+        assert_one_line(&e.to_string(), &["model.safetensors", tensor, expected]);
+    }
+    // ... and in a GGUF (converted as llama.cpp does: `attn_qkv` is (out, in) there)
+    let tmp = fixture_copy("gpt2");
+    rewrite_weights(tmp.path(), |t| {
+        t.insert(
+            "h.1.attn.c_attn.weight".into(),
+            Tensor::zeros((64, 128), candle_core::DType::F32, &Device::Cpu).unwrap(),
+        );
+    });
+    let p = tmp.path().join("gpt2.gguf");
+    fixture_to_gguf(tmp.path(), &p, GgmlDType::F32);
+    let e = load_gguf(&p).unwrap_err();
+    assert!(
+        matches!(&e, ModelError::TensorShape { tensor, .. } if tensor == "blk.1.attn_qkv.weight"),
+        "{e:?}"
+    );
+    assert_one_line(
+        &e.to_string(),
+        &["gpt2.gguf", "blk.1.attn_qkv.weight", "[192, 64]"],
+    );
+
+    let m = load_dir(&fixture("gpt2")).unwrap();
+    assert_eq!(m.info.max_position_embeddings, 512);
+    let ids = Tensor::zeros((1, 513), candle_core::DType::U32, &Device::Cpu).unwrap();
+    let e = m.model.forward_hidden(&ids, &[513]).unwrap_err();
+    assert_one_line(&e.to_string(), &["513", "context length 512"]);
 }

@@ -10,7 +10,10 @@ use surprisal_models::{load, ModelSource};
 const TOL: f64 = 1e-4;
 
 fn check_fixture(name: &str) {
-    let dir = fixture(name);
+    check_dir(name, fixture(name));
+}
+
+fn check_dir(name: &str, dir: std::path::PathBuf) {
     let reference = read_json(&dir.join("reference.json"));
     let loaded =
         load(&ModelSource::Dir(dir.clone()), &cpu_f32()).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -137,6 +140,37 @@ fn phi3_tied() {
     check_fixture("phi3_tied");
 }
 
+#[test]
+fn gpt2() {
+    check_fixture("gpt2");
+}
+
+/// GPT-2 as transformers' `save_pretrained` writes it (`transformer.h.0.*`), rather than the
+/// base-model names of the fixture (and of openai-community/gpt2): the same reference.
+#[test]
+fn gpt2_with_transformer_prefix() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&fixture("gpt2"), tmp.path());
+    let p = tmp.path().join("model.safetensors");
+    let t = candle_core::safetensors::load(&p, &candle_core::Device::Cpu).unwrap();
+    let t: std::collections::HashMap<String, candle_core::Tensor> = t
+        .into_iter()
+        .map(|(k, v)| (format!("transformer.{k}"), v))
+        .collect();
+    candle_core::safetensors::save(&t, &p).unwrap();
+    check_dir("gpt2 (transformer.*)", tmp.path().to_path_buf());
+}
+
+#[test]
+fn gpt_neox() {
+    check_fixture("gpt_neox");
+}
+
+#[test]
+fn gpt_neox_sequential() {
+    check_fixture("gpt_neox_sequential");
+}
+
 /// A fixture converted to GGUF like llama.cpp's converter does (see `fixture_to_gguf`): F32 must
 /// match the transformers reference to 1e-4; Q8_0, quantized (ggml's kernels, and llama.cpp's
 /// order of operations where the family has it) and dequantized, approximately; the GGUF-built
@@ -228,4 +262,14 @@ fn phi3_as_gguf() {
 #[test]
 fn phi3_longrope_as_gguf() {
     check_gguf("phi3", "Phi3ForCausalLM");
+}
+
+#[test]
+fn gpt2_as_gguf() {
+    check_gguf("gpt2", "GPT2LMHeadModel");
+}
+
+#[test]
+fn gpt_neox_as_gguf() {
+    check_gguf("gpt_neox", "GPTNeoXForCausalLM");
 }

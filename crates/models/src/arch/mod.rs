@@ -7,6 +7,8 @@
 
 mod gemma2;
 mod gemma3;
+mod gpt2;
+mod gpt_neox;
 mod llama;
 mod phi3;
 mod qwen;
@@ -44,6 +46,8 @@ const FAMILIES: &[&Family] = &[
     &gemma3::FAMILY,
     &gemma2::FAMILY,
     &phi3::FAMILY,
+    &gpt2::FAMILY,
+    &gpt_neox::FAMILY,
 ];
 
 /// The architectures this crate implements (`config.json` `architectures[0]`).
@@ -250,6 +254,24 @@ impl GgufCommon {
             bos_token_id: m.opt_u64("tokenizer.ggml.bos_token_id")?.map(|x| x as u32),
             eos_token_id: m.opt_u64("tokenizer.ggml.eos_token_id")?.map(|x| x as u32),
         })
+    }
+
+    /// The same numbers under the Hugging Face names the family constructors take.
+    pub fn hf(&self) -> HfCommon {
+        HfCommon {
+            vocab_size: self.vocab_size,
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            num_layers: self.num_layers,
+            num_heads: self.num_heads,
+            num_kv_heads: self.num_kv_heads,
+            head_dim: self.head_dim,
+            head_dim_given: true,
+            max_position_embeddings: self.context_length,
+            tie_word_embeddings: self.tied,
+            bos_token_id: self.bos_token_id,
+            eos_token_id: self.eos_token_id,
+        }
     }
 
     /// `rope.scaling.type`: none, or linear with `rope.scaling.factor`.

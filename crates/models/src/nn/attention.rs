@@ -1,8 +1,10 @@
 //! Causal self-attention with grouped-query heads, shared by every architecture. The differences
-//! between architectures are in the config: separate or fused q/k/v projections (Phi-3), q/k/v
-//! and output biases (Qwen2), per-head q/k norm before RoPE (Qwen3, Gemma-3), the score scale
-//! (Gemma's `query_pre_attn_scalar`), score softcapping (Gemma-2), and a sliding window per layer
-//! (Mistral, Gemma). Batches are right-padded, so the causal mask also keeps padding out.
+//! between architectures are in the config: separate or fused q/k/v projections (Phi-3, GPT-2;
+//! grouped by head in GPT-NeoX), q/k/v and output biases (Qwen2, GPT-2), per-head q/k norm before
+//! RoPE (Qwen3, Gemma-3), RoPE or none (GPT-2's learned positions are added to the embeddings),
+//! the score scale (Gemma's `query_pre_attn_scalar`), score softcapping (Gemma-2), and a sliding
+//! window per layer (Mistral, Gemma). Batches are right-padded, so the causal mask also keeps
+//! padding out.
 
 use candle_core::{DType, Tensor};
 
@@ -23,8 +25,15 @@ const QUERY_BLOCK: usize = 256;
 /// The q, k and v projections: three, or one fused `((H + 2·KV)·D, hidden)` projection.
 #[derive(Debug, Clone)]
 pub enum Qkv {
-    Separate { q: Linear, k: Linear, v: Linear },
+    Separate {
+        q: Linear,
+        k: Linear,
+        v: Linear,
+    },
+    /// Rows: all q heads, then all k heads, then all v heads.
     Fused(Linear),
+    /// Rows grouped by head: q, k, v of head 0, then of head 1, ... (GPT-NeoX; no GQA).
+    FusedPerHead(Linear),
 }
 
 #[derive(Debug, Clone)]
@@ -56,13 +65,12 @@ impl Attention {
         };
         let bias = cfg.qkv_bias;
         let qkv = if cfg.fused_qkv {
-            Qkv::Fused(Linear::load(
-                vb,
-                Role::AttnQkv,
-                hidden,
-                (h + 2 * kv) * d,
-                bias,
-            )?)
+            let f = Linear::load(vb, Role::AttnQkv, hidden, (h + 2 * kv) * d, bias)?;
+            if cfg.qkv_per_head {
+                Qkv::FusedPerHead(f)
+            } else {
+                Qkv::Fused(f)
+            }
         } else {
             Qkv::Separate {
                 q: Linear::load(vb, Role::AttnQ, hidden, h * d, bias)?,
@@ -88,7 +96,7 @@ impl Attention {
     pub(crate) fn first_projection(&self) -> &Linear {
         match &self.qkv {
             Qkv::Separate { q, .. } => q,
-            Qkv::Fused(f) => f,
+            Qkv::Fused(f) | Qkv::FusedPerHead(f) => f,
         }
     }
 
@@ -112,11 +120,20 @@ impl Attention {
                     y.narrow(2, h + kv, kv)?.contiguous()?,
                 )
             }
+            Qkv::FusedPerHead(f) => {
+                // (B, T, H·3·D) -> (B, T, H, 3·D), each head's q, k, v side by side
+                let y = f.forward(x)?.reshape((b, t, h, 3 * d))?;
+                (
+                    y.narrow(3, 0, d)?.contiguous()?,
+                    y.narrow(3, d, d)?.contiguous()?,
+                    y.narrow(3, 2 * d, d)?.contiguous()?,
+                )
+            }
         })
     }
 
-    /// x: (B, T, hidden) -> (B, T, hidden)
-    pub fn forward(&self, x: &Tensor, rope: &RopeTables) -> Result<Tensor> {
+    /// x: (B, T, hidden) -> (B, T, hidden). `rope`: None for a model with learned positions.
+    pub fn forward(&self, x: &Tensor, rope: Option<&RopeTables>) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (h, kv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let n_rep = h / kv;
@@ -134,8 +151,12 @@ impl Attention {
         if x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
             // One op, no temporaries and no transposed copies (same arithmetic as below): see
             // `attention_cpu`. q, k, v stay (B, T, heads, D).
-            let out = rope.apply_thd(&q)?.apply_op3_no_bwd(
-                &rope.apply_thd(&k)?,
+            let (q, k) = match rope {
+                Some(r) => (r.apply_thd(&q)?, r.apply_thd(&k)?),
+                None => (q, k.contiguous()?),
+            };
+            let out = q.contiguous()?.apply_op3_no_bwd(
+                &k,
                 &v.contiguous()?,
                 &CpuCausalAttention {
                     scale,
@@ -146,8 +167,11 @@ impl Attention {
             return self.o_proj.forward(&out);
         }
         // (B, T, H, D) -> (B, H, T, D)
-        let q = rope.apply(&q.transpose(1, 2)?)?;
-        let k = rope.apply(&k.transpose(1, 2)?)?;
+        let (q, k) = (q.transpose(1, 2)?, k.transpose(1, 2)?);
+        let (q, k) = match rope {
+            Some(r) => (r.apply(&q)?, r.apply(&k)?),
+            None => (q.contiguous()?, k.contiguous()?),
+        };
         let v = v.transpose(1, 2)?.contiguous()?;
         // Query head j uses kv head j / n_rep: (B, H, T, D) -> (B, KV, n_rep, T, D)
         let q = q.reshape((b, kv, n_rep, t, d))?;

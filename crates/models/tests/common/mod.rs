@@ -147,12 +147,16 @@ pub fn fixture_to_gguf(dir: &Path, out: &Path, quant: GgmlDType) {
     let cfg = read_json(&dir.join("config.json"));
     let class = cfg["architectures"][0].as_str().unwrap().to_string();
     let u = |k: &str| cfg[k].as_u64().unwrap() as usize;
-    let (hidden, heads, kv, layers) = (
-        u("hidden_size"),
-        u("num_attention_heads"),
-        u("num_key_value_heads"),
-        u("num_hidden_layers"),
+    // GPT-2's keys are `n_embd`, `n_head`, `n_layer`, `n_positions`
+    let u2 = |k: &str, gpt2: &str| cfg[k].as_u64().or(cfg[gpt2].as_u64()).unwrap() as usize;
+    let (hidden, heads, layers) = (
+        u2("hidden_size", "n_embd"),
+        u2("num_attention_heads", "n_head"),
+        u2("num_hidden_layers", "n_layer"),
     );
+    let kv = cfg["num_key_value_heads"]
+        .as_u64()
+        .map_or(heads, |x| x as usize);
     let head_dim = cfg["head_dim"]
         .as_u64()
         .map(|x| x as usize)
@@ -162,6 +166,8 @@ pub fn fixture_to_gguf(dir: &Path, out: &Path, quant: GgmlDType) {
         "Gemma3ForCausalLM" => ("gemma3", false, true),
         "Gemma2ForCausalLM" => ("gemma2", false, true),
         "Phi3ForCausalLM" => ("phi3", false, false),
+        "GPT2LMHeadModel" => ("gpt2", false, false),
+        "GPTNeoXForCausalLM" => ("gptneox", false, false),
         other => panic!("no GGUF conversion for {other}"),
     };
     let tensors: HashMap<String, Tensor> =
@@ -180,9 +186,35 @@ pub fn fixture_to_gguf(dir: &Path, out: &Path, quant: GgmlDType) {
     };
     let mut qts: Vec<(String, QTensor)> = Vec::new();
     for (name, t) in &tensors {
-        let gname = surprisal_models::arch::gguf_tensor_name(&class, name)
+        // GPT-2 checkpoints hold the base model's names (`h.0.*`, `wte`)
+        let full = match arch {
+            "gpt2" if !name.starts_with("transformer.") => format!("transformer.{name}"),
+            _ => name.clone(),
+        };
+        let gname = surprisal_models::arch::gguf_tensor_name(&class, &full)
             .unwrap_or_else(|| panic!("{class}: no GGUF name for {name}"));
-        let t = if permute_qk && name.ends_with("self_attn.q_proj.weight") {
+        let conv1d = [".c_attn.weight", ".c_proj.weight", ".c_fc.weight"];
+        let t = if arch == "gpt2" && conv1d.iter().any(|s| name.ends_with(s)) {
+            // Conv1D (in, out) -> (out, in)
+            t.t().unwrap().contiguous().unwrap()
+        } else if arch == "gptneox" && name.contains("query_key_value") {
+            // rows per head (q, k, v of head 0, ...) -> all q, all k, all v
+            let rest: Vec<usize> = t.dims()[1..].to_vec();
+            let d = hidden / heads;
+            let mut shape = vec![heads, 3, d];
+            shape.extend(&rest);
+            let g = t.reshape(shape).unwrap();
+            let parts: Vec<Tensor> = (0..3)
+                .map(|i| g.narrow(1, i, 1).unwrap().contiguous().unwrap())
+                .collect();
+            let mut out = vec![hidden];
+            out.extend(&rest);
+            let parts: Vec<Tensor> = parts
+                .iter()
+                .map(|p| p.reshape(out.clone()).unwrap())
+                .collect();
+            Tensor::cat(&parts, 0).unwrap()
+        } else if permute_qk && name.ends_with("self_attn.q_proj.weight") {
             permute(t, heads)
         } else if permute_qk && name.ends_with("self_attn.k_proj.weight") {
             permute(t, kv)
@@ -213,26 +245,40 @@ pub fn fixture_to_gguf(dir: &Path, out: &Path, quant: GgmlDType) {
     let rope_theta = cfg["rope_theta"]
         .as_f64()
         .or_else(|| cfg["rope_parameters"]["rope_theta"].as_f64())
-        .or_else(|| cfg["rope_parameters"]["full_attention"]["rope_theta"].as_f64())
-        .unwrap();
+        .or_else(|| cfg["rope_parameters"]["full_attention"]["rope_theta"].as_f64());
     let mut md: Vec<(String, V)> = vec![
         ("general.architecture".into(), V::String(arch.into())),
         (
             k("context_length"),
-            V::U32(u("max_position_embeddings") as u32),
+            V::U32(u2("max_position_embeddings", "n_positions") as u32),
         ),
         (k("embedding_length"), V::U32(hidden as u32)),
         (k("block_count"), V::U32(layers as u32)),
-        (
-            k("feed_forward_length"),
-            V::U32(u("intermediate_size") as u32),
-        ),
         (k("attention.head_count"), V::U32(heads as u32)),
-        (k("attention.head_count_kv"), V::U32(kv as u32)),
-        (k("rope.freq_base"), V::F32(rope_theta as f32)),
-        (k("attention.layer_norm_rms_epsilon"), f("rms_norm_eps")),
     ];
+    // GPT-2: 4 · n_embd, as llama.cpp's converter writes it
+    let ff = cfg["intermediate_size"]
+        .as_u64()
+        .map_or(4 * hidden, |x| x as usize);
+    md.push((k("feed_forward_length"), V::U32(ff as u32)));
+    if !matches!(arch, "gpt2" | "gptneox") {
+        md.push((k("attention.head_count_kv"), V::U32(kv as u32)));
+        md.push((k("rope.freq_base"), V::F32(rope_theta.unwrap() as f32)));
+        md.push((k("attention.layer_norm_rms_epsilon"), f("rms_norm_eps")));
+    }
     match arch {
+        "gpt2" => md.push((k("attention.layer_norm_epsilon"), f("layer_norm_epsilon"))),
+        "gptneox" => {
+            // no rope.freq_base: llama.cpp's converter does not write it (10000 implied)
+            assert_eq!(cfg["rotary_emb_base"].as_f64(), Some(10_000.0));
+            let rot = (head_dim as f64 * cfg["rotary_pct"].as_f64().unwrap()) as u32;
+            md.push((k("rope.dimension_count"), V::U32(rot)));
+            md.push((
+                k("use_parallel_residual"),
+                V::Bool(cfg["use_parallel_residual"].as_bool().unwrap_or(true)),
+            ));
+            md.push((k("attention.layer_norm_epsilon"), f("layer_norm_eps")));
+        }
         "llama" => md.push((k("rope.dimension_count"), V::U32(head_dim as u32))),
         "gemma3" | "gemma2" => {
             md.push((k("attention.key_length"), V::U32(head_dim as u32)));
