@@ -294,9 +294,10 @@ pub(crate) fn tokenizer(
             let tok = TextTokenizer::from_gguf_bpe(path, &tokens, &merges, types.as_deref(), pre)?;
             Ok((tok, add_bos))
         }
+        Some("llama") => Ok((TextTokenizer::from_gguf_spm(path, content)?, add_bos)),
         Some(other) => Err(m.err(
             "tokenizer.ggml.model",
-            format!("tokenizer model `{other}` is not supported (only gpt2 byte-level BPE); pass the model's tokenizer.json"),
+            format!("tokenizer model `{other}` is not supported (only gpt2 byte-level BPE and llama SentencePiece); pass the model's tokenizer.json"),
         )),
         None => Err(m.err("tokenizer.ggml.model", "missing; pass the model's tokenizer.json")),
     }

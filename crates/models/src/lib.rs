@@ -18,6 +18,7 @@ pub mod llama_cpp;
 pub mod mask;
 pub mod rope;
 pub mod source;
+pub mod spm;
 pub mod tokenizer;
 pub mod weights;
 
