@@ -79,6 +79,12 @@ impl TextTokenizer {
         }
     }
 
+    /// The tokenizer a GGUF file describes (`tokenizer.ggml.*`) and whether it asks for BOS, as
+    /// `load` builds it, from an already read header (the weights are not needed).
+    pub fn from_gguf(path: &Path, content: &Content) -> Result<(Self, bool)> {
+        crate::gguf::tokenizer(path, content, None)
+    }
+
     /// A SentencePiece tokenizer from GGUF `tokenizer.ggml.*` metadata (`tokenizer.ggml.model` =
     /// "llama"), encoding as llama.cpp does.
     pub fn from_gguf_spm(path: &Path, content: &Content) -> Result<Self> {
