@@ -34,7 +34,7 @@ pub struct TextTokenizer {
 
 #[derive(Clone)]
 enum Backend {
-    Hf(Tokenizer),
+    Hf(Box<Tokenizer>),
     Spm(Arc<SpmTokenizer>),
 }
 
@@ -67,14 +67,14 @@ impl TextTokenizer {
             message: e.to_string(),
         })?;
         Ok(Self {
-            backend: Backend::Hf(inner),
+            backend: Backend::Hf(Box::new(inner)),
             source: path.to_path_buf(),
         })
     }
 
     pub fn from_tokenizer(inner: Tokenizer, source: PathBuf) -> Self {
         Self {
-            backend: Backend::Hf(inner),
+            backend: Backend::Hf(Box::new(inner)),
             source,
         }
     }
@@ -299,7 +299,7 @@ impl TextTokenizer {
             tok.add_tokens(&user);
         }
         Ok(Self {
-            backend: Backend::Hf(tok),
+            backend: Backend::Hf(Box::new(tok)),
             source: source.to_path_buf(),
         })
     }

@@ -99,7 +99,10 @@ fn compare(tok: &TextTokenizer, t: &Value, block: usize) -> Option<String> {
     // Spans lie in the text, in order.
     assert_eq!(enc.byte_spans.len(), ids.len());
     assert!(enc.byte_spans.windows(2).all(|w| w[0].0 <= w[1].0));
-    assert!(enc.byte_spans.iter().all(|&(s, e)| s <= e && e <= text.len()));
+    assert!(enc
+        .byte_spans
+        .iter()
+        .all(|&(s, e)| s <= e && e <= text.len()));
 
     let context = |i: usize| -> String {
         let lo = i.saturating_sub(3);
