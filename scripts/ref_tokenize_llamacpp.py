@@ -6,24 +6,32 @@ For each model (Gemma-3 270M: SentencePiece; SmolLM2-135M: byte-level BPE) and e
 (built by scripts/build_llama_cpp.sh; --no-escape: the file's bytes verbatim, a literal "\\n" stays two
 characters; --no-parse-special: a literal "<eos>" in the text is text, as llama-perplexity tokenizes;
 --no-bos: ids of the text alone, BOS being the runner's business) and records, per text:
-  n_tokens, sha256 of the ids (each a little-endian u32, concatenated), the first 512 ids, and the
+  n_tokens, sha256 of the ids (each a little-endian u32, concatenated), the first 256 ids, and the
   first 16 hex digits of the sha256 of every block of 4096 ids (so a test can say where a difference
   starts).
 For each model it also records whether llama.cpp's default parse_special=true would tokenize the
 text differently (it does only where a control token's text occurs in it).
+
+A third tokenizer, "gemma3_space_prefix", covers SentencePiece's leading space (Llama-2 and Mistral
+v0.1 GGUFs have tokenizer.ggml.add_space_prefix = true; no such model is fetched here): Gemma-3's
+metadata with that flag set to true, written without tensors to a temporary GGUF (llama-tokenize loads
+the vocabulary only). llama.cpp then puts "▁" before the text and after every user-defined token it
+cuts out (Gemma's newline, tab and space runs). The Rust test sets the same flag on the same metadata.
 
 Texts (the whole file unless said): WikiText-2 raw test, Tiny Shakespeare, the LAMBADA jsonl file as
 raw bytes, LAMBADA's decoded "text" fields joined by "\\n\\n" (written to a temporary file; this is where
 its non-ASCII characters are), and datasets/sample.txt.
 
 Output: crates/models/tests/data/tokenize_llamacpp.json (small: no whole-file id lists).
-Usage: python3 scripts/ref_tokenize_llamacpp.py [--datasets DIR] [--out JSON]
+Usage: $(scripts/setup_reference_env.sh)/bin/python scripts/ref_tokenize_llamacpp.py [--datasets DIR] [--out JSON]
+(needs the `gguf` package of the reference venv for the space-prefix variant)
 """
 import argparse
 import hashlib
 import json
 import os
 import platform
+import re
 import struct
 import subprocess
 import sys
@@ -33,11 +41,12 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("SURPRISAL_CACHE", os.path.expanduser("~/.cache/surprisal"))
 BLOCK = 4096
-HEAD = 512
+HEAD = 256
 
 MODELS = {
     "gemma3": ("scripts/fetch_gemma3.sh", "gemma-3-270m-q4_k_m.gguf"),
     "smollm2": ("scripts/fetch_smollm2.sh", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "gemma3_space_prefix": ("scripts/fetch_gemma3.sh", "gemma-3-270m-q4_k_m.gguf"),
 }
 
 
@@ -60,6 +69,27 @@ def tokenize(binp, gguf, path, parse_special=False):
     out = subprocess.run(cmd, capture_output=True, check=True).stdout.decode()
     line = [l for l in out.splitlines() if l.startswith("[")][-1]
     return json.loads(line)
+
+
+def with_space_prefix(src, dst):
+    """Copy of src's metadata (no tensors) with tokenizer.ggml.add_space_prefix = true."""
+    from gguf import GGUFReader, GGUFValueType, GGUFWriter
+
+    r = GGUFReader(src)
+    w = GGUFWriter(dst, r.fields["general.architecture"].contents())
+    for k, f in r.fields.items():
+        if k.startswith("GGUF.") or k == "general.architecture":
+            continue
+        v = True if k == "tokenizer.ggml.add_space_prefix" else f.contents()
+        t = f.types[0]
+        if t == GGUFValueType.ARRAY:
+            w.add_key_value(k, v, t, sub_type=f.types[-1])
+        else:
+            w.add_key_value(k, v, t)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
 
 
 def main():
@@ -112,6 +142,11 @@ def main():
     for key, (fetch, fname) in MODELS.items():
         gguf = subprocess.run(["bash", os.path.join(REPO, fetch)], check=True, capture_output=True, text=True).stdout.strip()
         m = {"model_file": fname, "model_sha256": sha256_file(gguf), "fetch": fetch, "texts": []}
+        if key == "gemma3_space_prefix":
+            synth = os.path.join(tmp, "gemma3_space_prefix.gguf")
+            with_space_prefix(gguf, synth)
+            m["derived"] = "the metadata of model_file with tokenizer.ggml.add_space_prefix = true, no tensors"
+            gguf = synth
         for name, path, how, rel in texts:
             t0 = time.time()
             ids = tokenize(tok_bin, gguf, path)
@@ -133,10 +168,17 @@ def main():
             })
             print(f"{key} {name}: {len(ids)} tokens ({secs:.1f}s), parse_special changes ids: {special_ids != ids}", file=sys.stderr)
         res["models"][key] = m
-    with open(args.out, "w") as f:
-        json.dump(res, f, indent=1)
-        f.write("\n")
+    write_json(res, args.out)
     print(args.out)
+
+
+def write_json(res, path):
+    """Indented JSON with each list of numbers or hashes on one line (keeps the file small)."""
+    text = json.dumps(res, indent=1)
+    text = re.sub(r"\[\n\s+([^\[\]{}]*?)\n\s*\]",
+                  lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",\n")) + "]", text)
+    with open(path, "w") as f:
+        f.write(text + "\n")
 
 
 if __name__ == "__main__":

@@ -260,7 +260,7 @@ pub(crate) fn freq_factors(store: &Store) -> Result<Option<Vec<f32>>> {
 
 /// (tokenizer, add_bos_token) from `tokenizer.ggml.*`; with `tokenizer_json`, that file is used
 /// after checking that its vocabulary equals the GGUF one.
-pub(crate) fn tokenizer(
+pub fn tokenizer(
     path: &Path,
     content: &Content,
     tokenizer_json: Option<&PathBuf>,

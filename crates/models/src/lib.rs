@@ -18,7 +18,6 @@ pub mod llama_cpp;
 pub mod mask;
 pub mod rope;
 pub mod source;
-pub mod spm;
 pub mod tokenizer;
 pub mod weights;
 

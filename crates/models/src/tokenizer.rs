@@ -1,6 +1,8 @@
 //! Text tokenizer: a `tokenizers::Tokenizer` loaded from `tokenizer.json`, or rebuilt from GGUF
 //! metadata (byte-level BPE with llama.cpp's pre-tokenizer regexes), or a GGUF SentencePiece
-//! vocabulary encoded as llama.cpp does ([`crate::spm`]).
+//! vocabulary encoded as llama.cpp does ([`spm`]).
+
+pub mod spm;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
 
 use crate::error::{ModelError, Result};
-use crate::spm::SpmTokenizer;
+use spm::SpmTokenizer;
 
 /// Token ids with their byte spans in the encoded text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,12 +79,6 @@ impl TextTokenizer {
             backend: Backend::Hf(Box::new(inner)),
             source,
         }
-    }
-
-    /// The tokenizer a GGUF file describes (`tokenizer.ggml.*`) and whether it asks for BOS, as
-    /// `load` builds it, from an already read header (the weights are not needed).
-    pub fn from_gguf(path: &Path, content: &Content) -> Result<(Self, bool)> {
-        crate::gguf::tokenizer(path, content, None)
     }
 
     /// A SentencePiece tokenizer from GGUF `tokenizer.ggml.*` metadata (`tokenizer.ggml.model` =

@@ -1,9 +1,12 @@
 //! GGUF tokenizers against llama.cpp's `llama-tokenize` on whole data files
 //! (`tests/data/tokenize_llamacpp.json`, made by `scripts/ref_tokenize_llamacpp.py`): the id
-//! sequence of each text must be the same, compared by count, the first 512 ids, per-4096-id block
+//! sequence of each text must be the same, compared by count, the first 256 ids, per-4096-id block
 //! hashes and the sha256 of the whole sequence.
 //! - Gemma-3 270M (SentencePiece, `tokenizer.ggml.model = "llama"`; fetched by
 //!   `scripts/fetch_gemma3.sh`);
+//! - the same Gemma-3 metadata with `tokenizer.ggml.add_space_prefix = true`, the setting of Llama-2
+//!   and Mistral v0.1 GGUFs (llama.cpp then prefixes "▁" to the text and after each user-defined
+//!   token it cuts out);
 //! - SmolLM2-135M (byte-level BPE with the digit split of `tokenizer.ggml.pre = "smollm"`; fetched by
 //!   `scripts/fetch_smollm2.sh`).
 //!
@@ -17,10 +20,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::quantized::gguf_file::Content;
+use candle_core::quantized::gguf_file::Value as GgufValue;
 use common::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use surprisal_models::TextTokenizer;
+use surprisal_models::{gguf, TextTokenizer};
 
 fn cache_model(file: &str, fetch: &str) -> PathBuf {
     let cache = std::env::var_os("SURPRISAL_CACHE")
@@ -38,10 +42,13 @@ fn cache_model(file: &str, fetch: &str) -> PathBuf {
     p
 }
 
-fn gguf_tokenizer(path: &Path) -> (TextTokenizer, bool) {
+fn gguf_header(path: &Path) -> Content {
     let mut f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let content = Content::read(&mut f).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    TextTokenizer::from_gguf(path, &content).unwrap()
+    Content::read(&mut f).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn gguf_tokenizer(path: &Path) -> (TextTokenizer, bool) {
+    gguf::tokenizer(path, &gguf_header(path), None).unwrap()
 }
 
 fn ids_sha256(ids: &[u32]) -> String {
@@ -179,6 +186,24 @@ fn gemma3_ids_equal_llama_tokenize() {
     assert_eq!(tok.vocab_size(), 262_144);
     assert_eq!(tok.token_to_id("<bos>"), Some(2));
     check_model("gemma3", &tok);
+}
+
+#[test]
+fn gemma3_with_space_prefix_ids_equal_llama_tokenize() {
+    let path = cache_model("gemma-3-270m-q4_k_m.gguf", "scripts/fetch_gemma3.sh");
+    let mut content = gguf_header(&path);
+    content.metadata.insert(
+        "tokenizer.ggml.add_space_prefix".into(),
+        GgufValue::Bool(true),
+    );
+    let (tok, _) = gguf::tokenizer(&path, &content, None).unwrap();
+    // The flag changes the ids (checked here so the comparison below is not vacuous).
+    let (plain, _) = gguf_tokenizer(&path);
+    assert_ne!(
+        tok.encode("a\n\nb").unwrap().ids,
+        plain.encode("a\n\nb").unwrap().ids
+    );
+    check_model("gemma3_space_prefix", &tok);
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! scores (as transformers' GGUF loader does) ranks *pairs*: two different pairs that make the same
 //! token get two ranks, so where both are live (`[a][aa][a]`) it merges by rank, not position. The
 //! algorithm below is the C++ one step for step (llama.cpp as vendored in llama-cpp-python 0.3.36,
-//! `src/llama-vocab.cpp`), and `tests/spm_llamacpp.rs` checks it against `llama-tokenize` on whole
+//! `src/llama-vocab.cpp`), and `tests/tokenize_llamacpp.rs` checks it against `llama-tokenize` on whole
 //! data files.
 //!
 //! Steps, as in `llama_vocab::impl::tokenize` with `parse_special = false` (the setting of
@@ -27,8 +27,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::{Content, Value};
 
+use super::Encoded;
 use crate::error::{ModelError, Result};
-use crate::tokenizer::Encoded;
 
 /// GGUF `tokenizer.ggml.token_type` values (llama.cpp `llama_token_type`).
 const TYPE_CONTROL: i32 = 3;
@@ -198,7 +198,8 @@ impl SpmTokenizer {
             .opt_bool("tokenizer.ggml.add_space_prefix")?
             .unwrap_or(true);
         // llama.cpp (`llama_vocab::impl::load`) gives every special token of a model named Phi-3
-        // the RSTRIP attribute; of those, only user-defined ones are cut out here.
+        // the RSTRIP attribute (except `<unk>`, `<s>`, `<|endoftext|>`); of those, only
+        // user-defined ones are cut out here.
         let name = m.opt_str("general.name").unwrap_or("").to_lowercase();
         let rstrip = name.contains("phi-3") || name.contains("phi3");
         Ok(Self::new(
@@ -245,7 +246,8 @@ impl SpmTokenizer {
             .map(|(i, _)| CutToken {
                 id: i as u32,
                 text: pieces[i].clone(),
-                rstrip: s.rstrip_cut_tokens,
+                rstrip: s.rstrip_cut_tokens
+                    && !matches!(pieces[i].as_str(), "<unk>" | "<s>" | "<|endoftext|>"),
             })
             .collect();
         cut.sort_by(|a, b| b.text.len().cmp(&a.text.len()).then(a.id.cmp(&b.id)));
