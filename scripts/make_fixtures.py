@@ -29,10 +29,16 @@ import torch
 import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
     LlamaConfig,
     LlamaForCausalLM,
     MistralConfig,
     MistralForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
     Qwen3Config,
@@ -121,14 +127,16 @@ def make_rows(tok: Tokenizer, corpus: Path):
 # models
 # --------------------------------------------------------------------------------------------
 def init_weights(model: torch.nn.Module, seed: int) -> None:
-    """Own deterministic init (independent of transformers' _init_weights), in name order."""
+    """Own deterministic init (independent of transformers' _init_weights), in name order.
+    Gemma's RMSNorm multiplies by (1 + w), so its norm weights are drawn around 0 instead of 1."""
     g = torch.Generator().manual_seed(seed)
+    norm_center = 0.0 if model.config.model_type.startswith("gemma") else 1.0
     with torch.no_grad():
         for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):  # tied params once
             if name.endswith("bias"):
                 p.copy_(torch.randn(p.shape, generator=g) * BIAS_STD)
             elif "norm" in name:
-                p.copy_(1.0 + torch.randn(p.shape, generator=g) * NORM_JITTER)
+                p.copy_(norm_center + torch.randn(p.shape, generator=g) * NORM_JITTER)
             elif "embed_tokens" in name or "lm_head" in name:
                 p.copy_(torch.randn(p.shape, generator=g) * EMBED_STD)
             else:
@@ -162,7 +170,56 @@ def fixture_specs(vocab: int):
         ("qwen3", Qwen3Config, Qwen3ForCausalLM,
          dict(tie_word_embeddings=True, rope_theta=1000000.0, head_dim=32, attention_bias=False,
               use_sliding_window=False, sliding_window=None, max_window_layers=2), 7, {}),
+        # 6 layers: five local (window 48) and one global, the pattern llama.cpp assumes too;
+        # query_pre_attn_scalar = head_dim as llama.cpp derives it, so the GGUF test can use it.
+        ("gemma3", Gemma3TextConfig, Gemma3ForCausalLM,
+         dict(tie_word_embeddings=True, head_dim=16, num_hidden_layers=6, sliding_window=48,
+              query_pre_attn_scalar=16, rope_theta=1000000.0, rope_local_base_freq=10000.0,
+              hidden_activation="gelu_pytorch_tanh"), 8, {}),
+        # untied, head_dim 32 != hidden/heads, query_pre_attn_scalar 24 != head_dim, linear RoPE
+        # scaling on the global layers, explicit alternating layer_types, window 100.
+        ("gemma3_untied", Gemma3TextConfig, Gemma3ForCausalLM,
+         dict(tie_word_embeddings=False, head_dim=32, num_hidden_layers=4, sliding_window=100,
+              query_pre_attn_scalar=24, rope_theta=1000000.0, rope_local_base_freq=10000.0,
+              rope_scaling={"rope_type": "linear", "factor": 2.0},
+              layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+              hidden_activation="gelu_pytorch_tanh"), 9, {}),
+        # Phi-3: fused qkv_proj / gate_up_proj, partial rotary (half of head_dim 16), LongRoPE
+        # whose long factors apply (both rows are longer than original_max_position_embeddings).
+        ("phi3", Phi3Config, Phi3ForCausalLM,
+         dict(tie_word_embeddings=False, rope_theta=10000.0, partial_rotary_factor=0.5,
+              original_max_position_embeddings=128,
+              rope_scaling={"rope_type": "longrope", "short_factor": [1.0, 1.1, 1.3, 1.7],
+                            "long_factor": [1.0, 1.5, 2.5, 4.0]},
+              pad_token_id=0, sliding_window=None), 10, {}),
+        # Phi-3 as Phi-3-mini ships: full rotary, default RoPE, tied here to cover both.
+        ("phi3_tied", Phi3Config, Phi3ForCausalLM,
+         dict(tie_word_embeddings=True, rope_theta=10000.0, pad_token_id=0,
+              sliding_window=None), 11, {}),
+        # Gemma-2: softcapping (the defaults 50 and 30 would never bind with these weights, so 5
+        # and 15), alternating sliding window (even layers) of 48.
+        ("gemma2", Gemma2Config, Gemma2ForCausalLM,
+         dict(tie_word_embeddings=True, head_dim=16, num_hidden_layers=4, sliding_window=48,
+              query_pre_attn_scalar=16, rope_theta=10000.0, attn_logit_softcapping=5.0,
+              final_logit_softcapping=15.0, hidden_activation="gelu_pytorch_tanh"), 12, {}),
+        # Mistral with a window (64) shorter than both rows: the sliding mask matters.
+        ("mistral_window", MistralConfig, MistralForCausalLM,
+         dict(tie_word_embeddings=False, rope_theta=10000.0, sliding_window=64), 13, {}),
     ]
+
+
+def classic_gemma3_config(path: Path) -> dict:
+    """Gemma-3: transformers>=5 writes `rope_parameters` per layer type; the Hub layout is
+    `rope_theta` (global), `rope_local_base_freq` (local) and `rope_scaling` (global or null)."""
+    cfg = json.loads(path.read_text())
+    rp = cfg.pop("rope_parameters", None)
+    if rp is not None:
+        full = dict(rp["full_attention"])
+        cfg["rope_theta"] = full.pop("rope_theta")
+        cfg["rope_local_base_freq"] = rp["sliding_attention"]["rope_theta"]
+        cfg["rope_scaling"] = full if full.get("rope_type", "default") != "default" else None
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=False) + "\n")
+    return cfg
 
 
 def classic_config(path: Path) -> dict:
@@ -170,10 +227,15 @@ def classic_config(path: Path) -> dict:
     layout that real checkpoints (Llama 3.x, Mistral, Qwen2/3) ship with. from_pretrained still
     accepts it; main() re-loads from disk and checks the logits are unchanged."""
     cfg = json.loads(path.read_text())
+    if cfg.get("model_type") == "gemma3_text":
+        return classic_gemma3_config(path)
     rp = cfg.pop("rope_parameters", None)
     if rp is not None:
         rp = dict(rp)
         theta = rp.pop("rope_theta")
+        # Phi-3 / Phi-4-mini ship `partial_rotary_factor` at the top level
+        if "partial_rotary_factor" in rp:
+            cfg["partial_rotary_factor"] = rp.pop("partial_rotary_factor")
         out = {}
         for k, v in cfg.items():
             out[k] = v
@@ -286,7 +348,11 @@ def main() -> int:
         if d.exists():
             shutil.rmtree(d)
         torch.manual_seed(seed)
-        cfg = cfg_cls(vocab_size=vocab, **COMMON, **kw)
+        common = dict(COMMON)
+        if name.startswith("gemma"):
+            del common["hidden_act"]  # Gemma's key is hidden_activation
+        common.update(kw)
+        cfg = cfg_cls(vocab_size=vocab, **common)
         cfg.architectures = [model_cls.__name__]
         model = model_cls._from_config(cfg, attn_implementation="eager", dtype=torch.float32).eval()
         init_weights(model, seed)

@@ -1,5 +1,5 @@
 //! A GGUF file, loaded the way `surprisal --model FILE.gguf` does (`surprisal_models::load`:
-//! header and metadata via `weights::open_gguf`, `gguf::config`, `gguf::tokenizer`, vocabulary
+//! header and metadata via `gguf::GgufFile::open`, `arch::from_gguf`, `gguf::tokenizer`, vocabulary
 //! check, `rope_freqs`, every weight), quantized and dequantized; a model that loads is then run
 //! on a few tokens. Every 4th input (by length) also passes a `tokenizer.json` to compare with.
 #![no_main]

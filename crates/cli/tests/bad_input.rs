@@ -297,10 +297,14 @@ fn gguf_unknown_type_id() {
 fn gguf_unsupported_architecture() {
     let c = Case::new();
     let g = gguf(&c, "arch.gguf");
-    let mut bytes = std::fs::read(&g).unwrap();
-    gguf_patch_string(&mut bytes, "general.architecture", "llama", "bloom");
-    write(&g, &bytes);
-    c.fails(&c.eval_model(&g), &["arch.gguf", "bloom", "unsupported"]);
+    let bytes = std::fs::read(&g).unwrap();
+    // state-space and RNN models among them (names of llama.cpp's length-5 architectures)
+    for arch in ["bloom", "mamba", "rwkv6"] {
+        let mut bytes = bytes.clone();
+        gguf_patch_string(&mut bytes, "general.architecture", "llama", arch);
+        write(&g, &bytes);
+        c.fails(&c.eval_model(&g), &["arch.gguf", arch, "unsupported"]);
+    }
 }
 
 // ---------------------------------------------------------------- tokenizer

@@ -1,28 +1,47 @@
-//! The one configuration every supported decoder-only architecture is reduced to, and its parsing
-//! from a Hugging Face `config.json`. (GGUF metadata is parsed in `gguf.rs`.)
+//! The block description every supported decoder-only architecture is reduced to
+//! ([`DecoderConfig`]), and typed access to Hugging Face `config.json` keys ([`Keys`]). Each family
+//! in `arch/` fills a `DecoderConfig` from its `config.json` or GGUF metadata; the decoder
+//! (`decoder.rs`) and the llama.cpp-order path build and run the model from it alone.
 
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::arch::TensorNames;
 use crate::error::{ModelError, Result};
 
-/// The architectures this crate implements (`config.json` `architectures[0]`).
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
-    "LlamaForCausalLM",
-    "MistralForCausalLM",
-    "Qwen2ForCausalLM",
-    "Qwen3ForCausalLM",
-];
-
+/// Which normalization every norm of the model is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    /// Llama and Mistral: no biases, no q/k norm.
-    Llama,
-    /// Qwen2: bias on the q/k/v projections.
-    Qwen2,
-    /// Qwen3: per-head RMSNorm on q and k before RoPE; explicit head_dim.
-    Qwen3,
+pub enum NormKind {
+    /// `x / rms(x) · w` (Llama, Qwen, Phi-3; also Gemma GGUFs, whose converter stores `1 + w`).
+    Rms,
+    /// `x / rms(x) · (1 + w)`, computed in f32 (Gemma's Hugging Face checkpoints store `w`).
+    RmsOnePlus,
+    /// `(x − mean) / std · w + b` (GPT-2, GPT-NeoX).
+    LayerNorm,
+}
+
+/// How a block wires its norms, attention and MLP around the residual stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockShape {
+    /// `x += attn(n1(x)); x += mlp(n2(x))` (Llama, Qwen, Phi-3, GPT-2).
+    PreNorm,
+    /// Gemma's four norms: `x += n2(attn(n1(x))); x += n4(mlp(n3(x)))`.
+    Sandwich,
+    /// GPT-NeoX's parallel residual: `x += attn(n1(x)) + mlp(n2(x))`.
+    Parallel,
+}
+
+/// The MLP's activation and wiring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MlpKind {
+    /// `down(silu(gate(x)) · up(x))`.
+    SwiGlu,
+    /// `down(gelu_tanh(gate(x)) · up(x))` (Gemma).
+    GeGluTanh,
+    /// `down(gelu(up(x)))` without a gate; `tanh` picks the tanh approximation (GPT-2's `gelu_new`)
+    /// over the exact erf form (GPT-NeoX's `gelu`).
+    Gelu { tanh: bool },
 }
 
 /// Which pairs of dimensions RoPE rotates together.
@@ -45,12 +64,54 @@ pub enum RopeScaling {
         high_freq_factor: f64,
         original_max_position_embeddings: usize,
     },
+    /// Positions divided by `factor` (transformers' `linear`, llama.cpp's `freq_scale = 1/factor`).
+    Linear {
+        factor: f64,
+    },
+    /// Phi-3's LongRoPE (transformers' `_compute_longrope_parameters`): frequencies divided by
+    /// `short_factor` (sequences up to `original_max_position_embeddings`) or `long_factor`
+    /// (longer ones), cos/sin multiplied by `attention_factor`.
+    LongRope {
+        short_factor: Vec<f64>,
+        long_factor: Vec<f64>,
+        original_max_position_embeddings: usize,
+        attention_factor: f64,
+    },
+}
+
+/// One rotary embedding; layers that share it share its tables.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RopeConfig {
+    pub theta: f64,
+    /// Rotated dimensions of each head: `head_dim`, or fewer for partial rotary (Phi-3 with
+    /// `partial_rotary_factor`, GPT-NeoX's `rotary_pct`); the rest pass through.
+    pub dim: usize,
+    pub layout: RopeLayout,
+    pub scaling: RopeScaling,
+}
+
+/// What differs between the layers of one model (Gemma's local and global layers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerKind {
+    /// Index into [`DecoderConfig::ropes`].
+    pub rope: usize,
+    /// Tokens further back than this are not attended to.
+    pub sliding_window: Option<usize>,
+}
+
+/// Where llama.cpp's graph for a family differs in the order of float operations (only for
+/// GGUF files; `None` where the exact path has not been written for the family).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LlamaCppGraph {
+    /// Q is multiplied by the attention scale before the K·Q product (Gemma: `ggml_scale(Qcur)`,
+    /// softmax scale 1) instead of the scale being applied in the softmax (Llama, Qwen).
+    pub scale_q: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct DecoderConfig {
+    /// Hugging Face class name, e.g. `LlamaForCausalLM` (also for GGUF files).
     pub architecture: String,
-    pub family: Family,
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub intermediate_size: usize,
@@ -58,175 +119,64 @@ pub struct DecoderConfig {
     pub num_heads: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
-    pub rms_norm_eps: f64,
-    pub rope_theta: f64,
-    pub rope_dim: usize,
-    pub rope_scaling: RopeScaling,
-    pub rope_layout: RopeLayout,
     pub max_position_embeddings: usize,
-    pub tie_word_embeddings: bool,
-    /// Bias on q/k/v projections.
-    pub qkv_bias: bool,
-    /// Bias on the attention output projection.
-    pub o_bias: bool,
+    pub norm: NormKind,
+    pub norm_eps: f64,
+    pub block: BlockShape,
+    pub mlp: MlpKind,
+    /// Gate and up projections stored as one `(2·intermediate, hidden)` tensor, gate first (Phi-3).
+    pub fused_gate_up: bool,
     pub mlp_bias: bool,
-    /// Per-head RMSNorm on q and k (Qwen3).
+    /// q, k and v stored as one `((H + 2·KV)·D, hidden)` tensor, in that order (Phi-3).
+    pub fused_qkv: bool,
+    pub qkv_bias: bool,
+    pub o_bias: bool,
+    /// Per-head RMSNorm of q and k before RoPE (Qwen3, Gemma-3), of the model's [`NormKind`].
     pub qk_norm: bool,
-    /// Tokens further back than this are not attended to (Mistral).
-    pub sliding_window: Option<usize>,
+    /// Multiplies q·k: `1/√head_dim`, or Gemma's `query_pre_attn_scalar^-½`.
+    pub attn_scale: f64,
+    /// Attention scores become `cap · tanh(scores / cap)` before the mask (Gemma-2).
+    pub attn_softcap: Option<f64>,
+    /// Logits become `cap · tanh(logits / cap)` (Gemma-2).
+    pub final_softcap: Option<f64>,
+    /// Token embeddings are multiplied by this (Gemma: √hidden).
+    pub embed_scale: Option<f64>,
+    /// The rotary embeddings the layers use (Gemma-3: one for local, one for global layers).
+    pub ropes: Vec<RopeConfig>,
+    /// One per layer.
+    pub layers: Vec<LayerKind>,
+    pub tie_word_embeddings: bool,
     pub bos_token_id: Option<u32>,
     pub eos_token_id: Option<u32>,
-}
-
-impl DecoderConfig {
-    /// Parses a Hugging Face `config.json`.
-    pub fn from_hf_json(path: &Path, json: &Value) -> Result<Self> {
-        let c = Keys { path, json };
-        let architecture = match json.get("architectures") {
-            Some(Value::Array(a)) if !a.is_empty() => a[0]
-                .as_str()
-                .ok_or_else(|| c.invalid("architectures", "expected a list of strings"))?
-                .to_string(),
-            Some(_) => return Err(c.invalid("architectures", "expected a non-empty list")),
-            None => return Err(c.missing("architectures")),
-        };
-        let family = match architecture.as_str() {
-            "LlamaForCausalLM" | "MistralForCausalLM" => Family::Llama,
-            "Qwen2ForCausalLM" => Family::Qwen2,
-            "Qwen3ForCausalLM" => Family::Qwen3,
-            other => {
-                return Err(ModelError::UnsupportedArchitecture {
-                    path: path.to_path_buf(),
-                    architecture: other.to_string(),
-                    supported: SUPPORTED_ARCHITECTURES.join(", "),
-                })
-            }
-        };
-        let hidden_size = c.usize("hidden_size")?;
-        let num_heads = c.usize("num_attention_heads")?;
-        let num_kv_heads = c.opt_usize("num_key_value_heads")?.unwrap_or(num_heads);
-        let head_dim = match c.opt_usize("head_dim")? {
-            Some(d) => d,
-            None if family == Family::Qwen3 => return Err(c.missing("head_dim")),
-            None => hidden_size / num_heads.max(1),
-        };
-        if num_heads == 0 || num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
-            return Err(c.invalid(
-                "num_key_value_heads",
-                &format!("{num_kv_heads} does not divide num_attention_heads = {num_heads}"),
-            ));
-        }
-        let rope_scaling = parse_rope_scaling(&c)?;
-        let attention_bias = c.opt_bool("attention_bias")?.unwrap_or(false);
-        let sliding_window = match family {
-            Family::Llama if architecture == "MistralForCausalLM" => {
-                c.opt_usize("sliding_window")?
-            }
-            Family::Qwen2 | Family::Qwen3 => {
-                if c.opt_bool("use_sliding_window")?.unwrap_or(false) {
-                    return Err(c.invalid(
-                        "use_sliding_window",
-                        "sliding-window attention for Qwen models is not supported",
-                    ));
-                }
-                None
-            }
-            _ => None,
-        };
-        Ok(Self {
-            family,
-            vocab_size: c.usize("vocab_size")?,
-            hidden_size,
-            intermediate_size: c.usize("intermediate_size")?,
-            num_layers: c.usize("num_hidden_layers")?,
-            num_heads,
-            num_kv_heads,
-            head_dim,
-            rms_norm_eps: c.f64("rms_norm_eps")?,
-            rope_theta: match c.opt_f64("rope_theta")? {
-                Some(t) => t,
-                None => json
-                    .get("rope_parameters")
-                    .and_then(|p| p.get("rope_theta"))
-                    .and_then(Value::as_f64)
-                    .unwrap_or(10_000.0),
-            },
-            rope_dim: head_dim,
-            rope_scaling,
-            rope_layout: RopeLayout::Half,
-            max_position_embeddings: c.usize("max_position_embeddings")?,
-            tie_word_embeddings: c.opt_bool("tie_word_embeddings")?.unwrap_or(false),
-            qkv_bias: family == Family::Qwen2 || attention_bias,
-            o_bias: family == Family::Llama && attention_bias,
-            mlp_bias: c.opt_bool("mlp_bias")?.unwrap_or(false),
-            qk_norm: family == Family::Qwen3,
-            sliding_window,
-            bos_token_id: c.opt_token_id("bos_token_id")?,
-            eos_token_id: c.opt_token_id("eos_token_id")?,
-            architecture,
-        })
-    }
-}
-
-fn parse_rope_scaling(c: &Keys) -> Result<RopeScaling> {
-    // Hub layout: `rope_scaling`; transformers >= 5 layout: `rope_parameters`.
-    let Some(rs) = c
-        .json
-        .get("rope_scaling")
-        .filter(|v| !v.is_null())
-        .or_else(|| c.json.get("rope_parameters").filter(|v| !v.is_null()))
-    else {
-        return Ok(RopeScaling::None);
-    };
-    let kind = rs
-        .get("rope_type")
-        .or_else(|| rs.get("type"))
-        .and_then(Value::as_str)
-        .unwrap_or("default");
-    let num = |k: &str| -> Result<f64> {
-        rs.get(k)
-            .and_then(Value::as_f64)
-            .ok_or_else(|| c.missing(&format!("rope_scaling.{k}")))
-    };
-    match kind {
-        "default" => Ok(RopeScaling::None),
-        "llama3" => Ok(RopeScaling::Llama3 {
-            factor: num("factor")?,
-            low_freq_factor: num("low_freq_factor")?,
-            high_freq_factor: num("high_freq_factor")?,
-            original_max_position_embeddings: num("original_max_position_embeddings")? as usize,
-        }),
-        other => Err(c.invalid(
-            "rope_scaling.rope_type",
-            &format!("`{other}` is not supported (supported: default, llama3)"),
-        )),
-    }
+    /// The family's tensor names (Hugging Face and GGUF).
+    pub tensors: &'static TensorNames,
+    pub llama_cpp: Option<LlamaCppGraph>,
 }
 
 /// Typed access to `config.json` keys with errors that name the file and key.
-struct Keys<'a> {
-    path: &'a Path,
-    json: &'a Value,
+pub(crate) struct Keys<'a> {
+    pub path: &'a Path,
+    pub json: &'a Value,
 }
 
 impl Keys<'_> {
-    fn missing(&self, key: &str) -> ModelError {
+    pub fn missing(&self, key: &str) -> ModelError {
         ModelError::MissingConfigKey {
             path: PathBuf::from(self.path),
             key: key.to_string(),
         }
     }
-    fn invalid(&self, key: &str, message: &str) -> ModelError {
+    pub fn invalid(&self, key: &str, message: &str) -> ModelError {
         ModelError::InvalidConfigValue {
             path: PathBuf::from(self.path),
             key: key.to_string(),
             message: message.to_string(),
         }
     }
-    fn get(&self, key: &str) -> Option<&Value> {
+    pub fn get(&self, key: &str) -> Option<&Value> {
         self.json.get(key).filter(|v| !v.is_null())
     }
-    fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
+    pub fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
         match self.get(key) {
             None => Ok(None),
             Some(v) => v.as_u64().map(|x| Some(x as usize)).ok_or_else(|| {
@@ -234,10 +184,10 @@ impl Keys<'_> {
             }),
         }
     }
-    fn usize(&self, key: &str) -> Result<usize> {
+    pub fn usize(&self, key: &str) -> Result<usize> {
         self.opt_usize(key)?.ok_or_else(|| self.missing(key))
     }
-    fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
+    pub fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
         match self.get(key) {
             None => Ok(None),
             Some(v) => v
@@ -246,10 +196,10 @@ impl Keys<'_> {
                 .ok_or_else(|| self.invalid(key, &format!("expected a number, found {v}"))),
         }
     }
-    fn f64(&self, key: &str) -> Result<f64> {
+    pub fn f64(&self, key: &str) -> Result<f64> {
         self.opt_f64(key)?.ok_or_else(|| self.missing(key))
     }
-    fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
+    pub fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
         match self.get(key) {
             None => Ok(None),
             Some(v) => v
@@ -258,8 +208,17 @@ impl Keys<'_> {
                 .ok_or_else(|| self.invalid(key, &format!("expected true or false, found {v}"))),
         }
     }
+    pub fn opt_str(&self, key: &str) -> Result<Option<&str>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_str()
+                .map(Some)
+                .ok_or_else(|| self.invalid(key, &format!("expected a string, found {v}"))),
+        }
+    }
     /// A token id, or a list of them (first one taken).
-    fn opt_token_id(&self, key: &str) -> Result<Option<u32>> {
+    pub fn opt_token_id(&self, key: &str) -> Result<Option<u32>> {
         let v = match self.get(key) {
             None => return Ok(None),
             Some(Value::Array(a)) => match a.first() {

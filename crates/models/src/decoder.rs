@@ -1,50 +1,83 @@
-//! The Llama-family decoder (Llama, Mistral, Qwen2, Qwen3): embedding, N pre-norm blocks of
-//! attention + SwiGLU MLP, final RMSNorm, output head. Returns hidden states for every position.
+//! The decoder every architecture runs: token embedding (optionally scaled), N blocks of the
+//! shape the config describes (norms, attention, MLP around the residual stream), final norm, and
+//! the output head. Returns hidden states for every position; logits on request.
+//!
+//! Quantized GGUF files on the CPU run the same blocks with llama.cpp's order of float operations
+//! (`forward_llama_cpp`, kernels in `llama_cpp` and `ggml_cpu`), so their per-token values are
+//! llama.cpp's.
 
 use std::sync::Arc;
 
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Tensor};
 
-use crate::attention::Attention;
-use crate::config::DecoderConfig;
-use crate::config::{RopeLayout, RopeScaling};
+use crate::arch::Role;
+use crate::config::{
+    BlockShape, DecoderConfig, LayerKind, MlpKind, NormKind, RopeLayout, RopeScaling,
+};
 use crate::error::{ModelError, Result};
 use crate::ggml_cpu::GgmlMatMul;
-use crate::layers::{Linear, Mlp, RmsNorm};
 use crate::llama_cpp;
-use crate::rope::RotaryEmbedding;
+use crate::nn::attention::{Attention, Qkv};
+use crate::nn::linear::Linear;
+use crate::nn::mlp::Mlp;
+use crate::nn::norm::Norm;
+use crate::nn::rope::{RopeTables, RotaryEmbedding};
 use crate::weights::Weights;
 
 #[derive(Debug, Clone)]
-struct DecoderLayer {
+struct Block {
+    attn_norm: Norm,
     self_attn: Attention,
+    /// Sandwich blocks: the norm of the attention output.
+    attn_post_norm: Option<Norm>,
+    ffn_norm: Norm,
     mlp: Mlp,
-    input_layernorm: RmsNorm,
-    post_attention_layernorm: RmsNorm,
+    /// Sandwich blocks: the norm of the MLP output.
+    ffn_post_norm: Option<Norm>,
+    shape: BlockShape,
+    /// Index of the layer's RoPE in [`CausalLm::ropes`].
+    rope: usize,
 }
 
-impl DecoderLayer {
-    fn load(vb: &Weights, cfg: &DecoderConfig) -> Result<Self> {
+impl Block {
+    /// `vb`: the block's weights.
+    fn load(vb: &Weights, cfg: &DecoderConfig, layer: &LayerKind) -> Result<Self> {
+        let norm = |role| Norm::load(vb, role, cfg.hidden_size, cfg.norm, cfg.norm_eps);
+        let sandwich = cfg.block == BlockShape::Sandwich;
         Ok(Self {
-            self_attn: Attention::load(&vb.pp("self_attn"), cfg)?,
+            attn_norm: norm(Role::AttnNorm)?,
+            self_attn: Attention::load(vb, cfg, layer)?,
+            attn_post_norm: sandwich.then(|| norm(Role::AttnPostNorm)).transpose()?,
+            ffn_norm: norm(Role::FfnNorm)?,
             mlp: Mlp::load(
-                &vb.pp("mlp"),
+                vb,
+                cfg.mlp,
                 cfg.hidden_size,
                 cfg.intermediate_size,
+                cfg.fused_gate_up,
                 cfg.mlp_bias,
             )?,
-            input_layernorm: RmsNorm::load(
-                &vb.pp("input_layernorm"),
-                cfg.hidden_size,
-                cfg.rms_norm_eps,
-            )?,
-            post_attention_layernorm: RmsNorm::load(
-                &vb.pp("post_attention_layernorm"),
-                cfg.hidden_size,
-                cfg.rms_norm_eps,
-            )?,
+            ffn_post_norm: sandwich.then(|| norm(Role::FfnPostNorm)).transpose()?,
+            shape: cfg.block,
+            rope: layer.rope,
         })
+    }
+
+    /// x: (B, T, hidden) -> (B, T, hidden)
+    fn forward(&self, x: &Tensor, rope: &RopeTables) -> Result<Tensor> {
+        let post = |n: &Option<Norm>, h: Tensor| match n {
+            Some(n) => n.forward(&h),
+            None => Ok(h),
+        };
+        let attn = self.self_attn.forward(&self.attn_norm.forward(x)?, rope)?;
+        if self.shape == BlockShape::Parallel {
+            let mlp = self.mlp.forward(&self.ffn_norm.forward(x)?)?;
+            return Ok(((x + attn)? + mlp)?);
+        }
+        let x = (x + post(&self.attn_post_norm, attn)?)?;
+        let h = self.mlp.forward(&self.ffn_norm.forward(&x)?)?;
+        Ok((x + post(&self.ffn_post_norm, h)?)?)
     }
 
     /// llama.cpp's computation of the block (see `llama_cpp`): x (B·T·hidden) in place.
@@ -53,20 +86,24 @@ impl DecoderLayer {
         x: &mut [f32],
         b: usize,
         t: usize,
-        lc: &LlamaCppRope,
+        lc: &LlamaCppRun,
         il: usize,
     ) -> Result<()> {
         use llama_cpp::dump;
         let a = &self.self_attn;
         let m = b * t;
         let (h, kv, d) = (a.num_heads, a.num_kv_heads, a.head_dim);
-        let n1 = &self.input_layernorm;
+        let n1 = &self.attn_norm;
         let xn = llama_cpp::rms_norm_mul(x, &n1.weight_f32()?, n1.eps());
         dump(&format!("attn_norm-{il}"), &xn);
-        let [mut q, mut k, v]: [Vec<f32>; 3] =
-            Linear::forward_f32_each(&[&a.q_proj, &a.k_proj, &a.v_proj], &xn, m)?
+        let [mut q, mut k, v]: [Vec<f32>; 3] = match &a.qkv {
+            Qkv::Separate { q, k, v } => Linear::forward_f32_each(&[q, k, v], &xn, m)?
                 .try_into()
-                .expect("three projections");
+                .expect("three projections"),
+            Qkv::Fused(f) => split_columns(&f.forward_f32(&xn, m)?, m, &[h * d, kv * d, kv * d])
+                .try_into()
+                .expect("three projections"),
+        };
         dump(&format!("Qcur-{il}"), &q);
         dump(&format!("Kcur-{il}"), &k);
         dump(&format!("Vcur-{il}"), &v);
@@ -76,66 +113,95 @@ impl DecoderLayer {
         if let Some(n) = &a.k_norm {
             k = llama_cpp::rms_norm_mul(&k, &n.weight_f32()?, n.eps());
         }
-        llama_cpp::rope_apply(&mut q, t, h, d, lc.interleaved, &lc.cache);
-        llama_cpp::rope_apply(&mut k, t, kv, d, lc.interleaved, &lc.cache);
+        let rope = &lc.ropes[self.rope];
+        llama_cpp::rope_apply(&mut q, t, h, d, rope);
+        llama_cpp::rope_apply(&mut k, t, kv, d, rope);
         dump(&format!("Qrope-{il}"), &q);
         dump(&format!("Krope-{il}"), &k);
+        let mut scale = a.scale as f32;
+        if lc.scale_q {
+            // ggml_scale(Qcur, f_attention_scale), then a softmax scale of 1
+            for q in &mut q {
+                *q *= scale;
+            }
+            scale = 1.0;
+        }
         let shape = llama_cpp::AttnShape {
             b,
             t,
             heads: h,
             kv_heads: kv,
             d,
-            scale: 1.0f32 / (d as f32).sqrt(),
+            scale,
+            softcap: a.softcap.map(|c| c as f32),
             sliding_window: a.sliding_window,
         };
         let att = llama_cpp::attention(&q, &k, &v, &shape);
         llama_cpp::dump_attention(il, b, h, t);
         dump(&format!("kqv_out-{il}"), &att);
-        let o = a.o_proj.forward_f32(&att, m)?;
+        let mut o = a.o_proj.forward_f32(&att, m)?;
         dump(&format!("attn_out-{il}"), &o);
+        if let Some(n) = &self.attn_post_norm {
+            o = llama_cpp::rms_norm_mul(&o, &n.weight_f32()?, n.eps());
+            dump(&format!("attn_post_norm-{il}"), &o);
+        }
         for (x, o) in x.iter_mut().zip(&o) {
             *x += *o;
         }
-        let n2 = &self.post_attention_layernorm;
+        let n2 = &self.ffn_norm;
         dump(&format!("ffn_inp-{il}"), x);
         let xn = llama_cpp::rms_norm_mul(x, &n2.weight_f32()?, n2.eps());
         dump(&format!("ffn_norm-{il}"), &xn);
-        let [gate, up]: [Vec<f32>; 2] =
-            Linear::forward_f32_each(&[&self.mlp.gate_proj, &self.mlp.up_proj], &xn, m)?
+        let i = self.mlp.intermediate;
+        let [gate, up]: [Vec<f32>; 2] = match &self.mlp.gate {
+            Some(g) => Linear::forward_f32_each(&[g, &self.mlp.up], &xn, m)?
                 .try_into()
-                .expect("two projections");
-        let act = llama_cpp::swiglu(&gate, &up);
+                .expect("two projections"),
+            None => split_columns(&self.mlp.up.forward_f32(&xn, m)?, m, &[i, i])
+                .try_into()
+                .expect("two projections"),
+        };
+        let act = match self.mlp.kind {
+            MlpKind::GeGluTanh => llama_cpp::geglu(&gate, &up),
+            _ => llama_cpp::swiglu(&gate, &up),
+        };
         dump(&format!("ffn_gate-{il}"), &gate);
         dump(&format!("ffn_up-{il}"), &up);
         dump(&format!("ffn_swiglu-{il}"), &act);
-        let down = self.mlp.down_proj.forward_f32(&act, m)?;
+        let mut down = self.mlp.down.forward_f32(&act, m)?;
         dump(&format!("ffn_out-{il}"), &down);
+        if let Some(n) = &self.ffn_post_norm {
+            down = llama_cpp::rms_norm_mul(&down, &n.weight_f32()?, n.eps());
+            dump(&format!("ffn_post_norm-{il}"), &down);
+        }
         for (x, o) in x.iter_mut().zip(&down) {
             *x += *o;
         }
         dump(&format!("l_out-{il}"), x);
         Ok(())
     }
-
-    /// x: (B, T, hidden) -> (B, T, hidden)
-    fn forward(&self, x: &Tensor, rope: &crate::rope::RopeTables) -> Result<Tensor> {
-        let h = self
-            .self_attn
-            .forward(&self.input_layernorm.forward(x)?, rope)?;
-        let x = (x + h)?;
-        let h = self
-            .mlp
-            .forward(&self.post_attention_layernorm.forward(&x)?)?;
-        Ok((x + h)?)
-    }
 }
 
-/// What llama.cpp's RoPE needs.
-#[derive(Debug, Clone)]
-struct LlamaCppRope {
-    cache: Vec<[f32; 2]>,
-    interleaved: bool,
+/// Rows of `widths.iter().sum()` values -> one matrix of rows per width (a fused projection's
+/// output split into its parts).
+fn split_columns(y: &[f32], m: usize, widths: &[usize]) -> Vec<Vec<f32>> {
+    let total: usize = widths.iter().sum();
+    let mut out: Vec<Vec<f32>> = widths.iter().map(|w| Vec::with_capacity(m * w)).collect();
+    for row in y.chunks_exact(total) {
+        let mut at = 0;
+        for (o, &w) in out.iter_mut().zip(widths) {
+            o.extend_from_slice(&row[at..at + w]);
+            at += w;
+        }
+    }
+    out
+}
+
+/// What llama.cpp's ops need for one forward pass.
+struct LlamaCppRun {
+    /// One per entry of [`DecoderConfig::ropes`].
+    ropes: Vec<llama_cpp::Rope>,
+    scale_q: bool,
 }
 
 /// The token embedding table: dense, or the packed quantized GGUF tensor whose rows are
@@ -171,10 +237,11 @@ impl Embedding {
 #[derive(Debug, Clone)]
 pub struct CausalLm {
     embed_tokens: Embedding,
-    layers: Vec<DecoderLayer>,
-    norm: RmsNorm,
+    layers: Vec<Block>,
+    norm: Norm,
     lm_head: Linear,
-    rope: RotaryEmbedding,
+    /// One per entry of [`DecoderConfig::ropes`].
+    ropes: Vec<RotaryEmbedding>,
     cfg: DecoderConfig,
     device: Device,
     dtype: DType,
@@ -184,46 +251,55 @@ pub struct CausalLm {
 }
 
 impl CausalLm {
-    /// `vb` is rooted at the checkpoint root (tensors `model.*`, `lm_head.*`).
+    /// `vb` serves the checkpoint's tensors by role; `freq_factors`: llama.cpp's `rope_freqs`.
     pub fn load(vb: &Weights, cfg: &DecoderConfig, freq_factors: Option<&[f32]>) -> Result<Self> {
         let (vocab, hidden) = (cfg.vocab_size, cfg.hidden_size);
-        let m = vb.pp("model");
-        let layers = (0..cfg.num_layers)
-            .map(|i| DecoderLayer::load(&m.pp("layers").pp(i), cfg))
+        let layers = cfg
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, kind)| Block::load(&vb.layer(i), cfg, kind))
             .collect::<Result<Vec<_>>>()?;
-        let norm = RmsNorm::load(&m.pp("norm"), hidden, cfg.rms_norm_eps)?;
+        let norm = Norm::load(vb, Role::OutputNorm, hidden, cfg.norm, cfg.norm_eps)?;
         // Tied when the config says so, or when there is no separate head.
-        let head = vb.pp("lm_head");
-        let tied = cfg.tie_word_embeddings || !head.contains("weight");
-        let embed = m.pp("embed_tokens");
-        let (embed_tokens, lm_head) = if embed.is_dense("weight") {
-            let e = embed.get(&[vocab, hidden], "weight")?;
+        let tied = cfg.tie_word_embeddings || !vb.contains(Role::Output, "weight");
+        let (embed_tokens, lm_head) = if vb.is_dense(Role::TokenEmbd) {
+            let e = vb.get(&[vocab, hidden], Role::TokenEmbd, "weight")?;
             let lm_head = if tied {
                 // the embedding tensor itself (shared storage), not a second copy of it
                 Linear::from_qmatmul(QMatMul::Tensor(e.clone()))?
             } else {
-                Linear::load(&head, hidden, vocab, false)?
+                Linear::load(vb, Role::Output, hidden, vocab, false)?
             };
             (Embedding::Dense(e), lm_head)
         } else {
             // Quantized GGUF: a tied head stays the quantized `token_embd`, like llama.cpp.
-            let q = Linear::from_qmatmul(embed.matmul((vocab, hidden), "weight")?)?;
+            let q = Linear::from_qmatmul(vb.matmul((vocab, hidden), Role::TokenEmbd)?)?;
             let embed_tokens = match q.ggml() {
                 Some(g) => Embedding::Packed(g),
-                None => Embedding::Dense(embed.get(&[vocab, hidden], "weight")?),
+                None => Embedding::Dense(vb.get(&[vocab, hidden], Role::TokenEmbd, "weight")?),
             };
             let lm_head = if tied {
                 q
             } else {
-                Linear::load(&head, hidden, vocab, false)?
+                Linear::load(vb, Role::Output, hidden, vocab, false)?
             };
             (embed_tokens, lm_head)
         };
-        let llama_cpp = vb.device().is_cpu()
+        let llama_cpp = cfg.llama_cpp.is_some()
+            && vb.device().is_cpu()
             && vb.dtype() == DType::F32
-            && matches!(cfg.rope_scaling, RopeScaling::None)
+            && cfg
+                .ropes
+                .iter()
+                .all(|r| matches!(r.scaling, RopeScaling::None | RopeScaling::Linear { .. }))
             && cfg.head_dim % 16 == 0
-            && layers.first().is_some_and(|l| l.self_attn.q_proj.is_ggml())
+            && cfg.norm == NormKind::Rms
+            && matches!(cfg.mlp, MlpKind::SwiGlu | MlpKind::GeGluTanh)
+            && cfg.block != BlockShape::Parallel
+            && layers
+                .first()
+                .is_some_and(|l| l.self_attn.first_projection().is_ggml())
             // On by default (reproduces llama.cpp bit for bit); `SURPRISAL_LLAMA_CPP_OPS=0` opts out.
             && !std::env::var("SURPRISAL_LLAMA_CPP_OPS").is_ok_and(|v| v == "0");
         Ok(Self {
@@ -233,7 +309,11 @@ impl CausalLm {
             layers,
             norm,
             lm_head,
-            rope: RotaryEmbedding::new(cfg, freq_factors),
+            ropes: cfg
+                .ropes
+                .iter()
+                .map(|r| RotaryEmbedding::new(r, freq_factors))
+                .collect(),
             cfg: cfg.clone(),
             device: vb.device().clone(),
             dtype: vb.dtype(),
@@ -302,33 +382,66 @@ impl CausalLm {
             .embed_tokens
             .lookup(&flat, b, t, self.cfg.hidden_size)?;
         if self.llama_cpp {
-            let lc = LlamaCppRope {
-                cache: llama_cpp::rope_cache(
-                    t,
-                    self.cfg.rope_dim,
-                    self.cfg.rope_theta as f32,
-                    self.freq_factors.as_deref(),
-                ),
-                interleaved: matches!(self.cfg.rope_layout, RopeLayout::Interleaved),
-            };
-            let mut xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
-            for (il, layer) in self.layers.iter().enumerate() {
-                layer.forward_llama_cpp(&mut xs, b, t, &lc, il)?;
-            }
-            let n = &self.norm;
-            let xs = llama_cpp::rms_norm_mul(&xs, &n.weight_f32()?, n.eps());
-            llama_cpp::dump("result_norm", &xs);
-            return Ok(Tensor::from_vec(
-                xs,
-                (b, t, self.cfg.hidden_size),
-                &self.device,
-            )?);
+            return self.forward_llama_cpp(x, b, t);
         }
-        let rope = self.rope.tables(t, self.dtype, &self.device)?;
+        if let Some(s) = self.cfg.embed_scale {
+            // transformers multiplies by the scale cast to the activation dtype
+            x = x.broadcast_mul(&Tensor::new(s, &self.device)?.to_dtype(self.dtype)?)?;
+        }
+        let ropes = self
+            .ropes
+            .iter()
+            .map(|r| r.tables(t, self.dtype, &self.device))
+            .collect::<Result<Vec<_>>>()?;
         for layer in &self.layers {
-            x = layer.forward(&x, &rope)?;
+            x = layer.forward(&x, &ropes[layer.rope])?;
         }
         self.norm.forward(&x)
+    }
+
+    /// [`Self::forward_hidden`] with llama.cpp's operations, from the embedded tokens x.
+    fn forward_llama_cpp(&self, x: Tensor, b: usize, t: usize) -> Result<Tensor> {
+        let lc = LlamaCppRun {
+            ropes: self
+                .cfg
+                .ropes
+                .iter()
+                .map(|r| llama_cpp::Rope {
+                    cache: llama_cpp::rope_cache(
+                        t,
+                        r.dim,
+                        r.theta as f32,
+                        self.freq_factors.as_deref(),
+                        match r.scaling {
+                            RopeScaling::Linear { factor } => 1.0 / factor as f32,
+                            _ => 1.0,
+                        },
+                    ),
+                    n_dims: r.dim,
+                    interleaved: matches!(r.layout, RopeLayout::Interleaved),
+                })
+                .collect(),
+            scale_q: self.cfg.llama_cpp.is_some_and(|g| g.scale_q),
+        };
+        let mut xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
+        if let Some(s) = self.cfg.embed_scale {
+            // ggml_scale(inpL, sqrtf(n_embd))
+            let s = s as f32;
+            for x in &mut xs {
+                *x *= s;
+            }
+        }
+        for (il, layer) in self.layers.iter().enumerate() {
+            layer.forward_llama_cpp(&mut xs, b, t, &lc, il)?;
+        }
+        let n = &self.norm;
+        let xs = llama_cpp::rms_norm_mul(&xs, &n.weight_f32()?, n.eps());
+        llama_cpp::dump("result_norm", &xs);
+        Ok(Tensor::from_vec(
+            xs,
+            (b, t, self.cfg.hidden_size),
+            &self.device,
+        )?)
     }
 
     /// hidden_rows: (N, hidden), final norm already applied -> (N, vocab) f32 logits.
@@ -346,6 +459,13 @@ impl CausalLm {
             )));
         }
         let x = hidden_rows.to_dtype(self.dtype)?;
-        Ok(self.lm_head.forward(&x)?.to_dtype(DType::F32)?)
+        let logits = self.lm_head.forward(&x)?.to_dtype(DType::F32)?;
+        Ok(match self.cfg.final_softcap {
+            // llama.cpp: ggml_scale(1/cap), tanh, ggml_scale(cap)
+            Some(cap) if self.llama_cpp => ((logits * (1.0 / cap as f32) as f64)?.tanh()? * cap)?,
+            // transformers: logits / cap, tanh, · cap
+            Some(cap) => ((logits / cap)?.tanh()? * cap)?,
+            None => logits,
+        })
     }
 }

@@ -28,6 +28,20 @@ use crate::error::Result;
 
 pub(crate) const QK: usize = 32;
 
+/// Whether a quantized weight of this type on this device runs ggml's kernel (`GgmlMatMul`)
+/// rather than candle's quantized matmul.
+pub(crate) fn runs_ggml_kernel(dtype: GgmlDType, device: &candle_core::Device) -> bool {
+    device.is_cpu() && GgmlMatMul::supports(dtype) && !candle_qmatmul_forced()
+}
+
+/// `SURPRISAL_CANDLE_QMATMUL=1` keeps candle's own quantized kernels (for comparisons).
+fn candle_qmatmul_forced() -> bool {
+    static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FORCED.get_or_init(|| {
+        std::env::var("SURPRISAL_CANDLE_QMATMUL").is_ok_and(|v| !v.is_empty() && v != "0")
+    })
+}
+
 /// Activation rows quantized like ggml's `quantize_row_q8_1` / `quantize_row_q8_0`: the quants
 /// and scales of both are the same, Q8_1 adds the block sums. One quantization can feed every
 /// projection that reads the same input (q, k, v; gate, up), as long as it has the sums when one

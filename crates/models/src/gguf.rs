@@ -1,18 +1,19 @@
-//! GGUF files: hyperparameters from `<arch>.*` metadata, tokenizer from `tokenizer.ggml.*`,
-//! weights served (quantized or dequantized) through [`crate::weights::Store`].
+//! GGUF files: opening and checking one ([`GgufFile`]), typed access to its metadata ([`Meta`]),
+//! and the tokenizer in its `tokenizer.ggml.*` keys. What the metadata says about the model is
+//! read by each family in `arch/`; the weights are served through [`crate::weights::Store`].
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use candle_core::quantized::gguf_file::{Content, Value};
-use candle_core::quantized::GgmlDType;
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::Device;
 
-use crate::config::{DecoderConfig, Family, RopeLayout, RopeScaling};
 use crate::error::{ModelError, Result};
 use crate::tokenizer::TextTokenizer;
-use crate::weights::Store;
-
-pub(crate) const SUPPORTED_GGUF_ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3"];
 
 pub(crate) struct Meta<'a> {
     path: &'a Path,
@@ -20,14 +21,14 @@ pub(crate) struct Meta<'a> {
 }
 
 impl<'a> Meta<'a> {
-    pub fn new(path: &'a Path, content: &'a Content) -> Self {
+    pub(crate) fn new(path: &'a Path, content: &'a Content) -> Self {
         Self {
             path,
             md: &content.metadata,
         }
     }
 
-    fn err(&self, key: &str, message: impl Into<String>) -> ModelError {
+    pub(crate) fn err(&self, key: &str, message: impl Into<String>) -> ModelError {
         ModelError::GgufMetadata {
             path: self.path.to_path_buf(),
             key: key.to_string(),
@@ -35,7 +36,7 @@ impl<'a> Meta<'a> {
         }
     }
 
-    fn opt_u64(&self, key: &str) -> Result<Option<u64>> {
+    pub(crate) fn opt_u64(&self, key: &str) -> Result<Option<u64>> {
         let Some(v) = self.md.get(key) else {
             return Ok(None);
         };
@@ -58,13 +59,13 @@ impl<'a> Meta<'a> {
         Ok(Some(x))
     }
 
-    fn usize(&self, key: &str) -> Result<usize> {
+    pub(crate) fn usize(&self, key: &str) -> Result<usize> {
         self.opt_u64(key)?
             .map(|x| x as usize)
             .ok_or_else(|| self.err(key, "missing"))
     }
 
-    fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
+    pub(crate) fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
         let Some(v) = self.md.get(key) else {
             return Ok(None);
         };
@@ -75,7 +76,7 @@ impl<'a> Meta<'a> {
         }))
     }
 
-    fn opt_str(&self, key: &str) -> Result<Option<&'a str>> {
+    pub(crate) fn opt_str(&self, key: &str) -> Result<Option<&'a str>> {
         match self.md.get(key) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.as_str())),
@@ -83,7 +84,7 @@ impl<'a> Meta<'a> {
         }
     }
 
-    fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
+    pub(crate) fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
         match self.md.get(key) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -91,7 +92,7 @@ impl<'a> Meta<'a> {
         }
     }
 
-    fn str_array(&self, key: &str) -> Result<Option<Vec<String>>> {
+    pub(crate) fn str_array(&self, key: &str) -> Result<Option<Vec<String>>> {
         match self.md.get(key) {
             None => Ok(None),
             Some(Value::Array(a)) => a
@@ -106,7 +107,7 @@ impl<'a> Meta<'a> {
         }
     }
 
-    fn i32_array(&self, key: &str) -> Result<Option<Vec<i32>>> {
+    pub(crate) fn i32_array(&self, key: &str) -> Result<Option<Vec<i32>>> {
         match self.md.get(key) {
             None => Ok(None),
             Some(Value::Array(a)) => a
@@ -123,139 +124,6 @@ impl<'a> Meta<'a> {
             Some(other) => Err(self.err(key, format!("expected an array, found {other:?}"))),
         }
     }
-}
-
-/// The decoder configuration described by a GGUF file's metadata and tensor shapes.
-pub(crate) fn config(path: &Path, content: &Content) -> Result<DecoderConfig> {
-    let m = Meta::new(path, content);
-    let arch = m
-        .opt_str("general.architecture")?
-        .ok_or_else(|| m.err("general.architecture", "missing"))?;
-    let (family, architecture, layout) = match arch {
-        "llama" => (Family::Llama, "LlamaForCausalLM", RopeLayout::Interleaved),
-        "qwen2" => (Family::Qwen2, "Qwen2ForCausalLM", RopeLayout::Half),
-        "qwen3" => (Family::Qwen3, "Qwen3ForCausalLM", RopeLayout::Half),
-        other => {
-            return Err(ModelError::UnsupportedArchitecture {
-                path: path.to_path_buf(),
-                architecture: other.to_string(),
-                supported: SUPPORTED_GGUF_ARCHITECTURES.join(", "),
-            })
-        }
-    };
-    let k = |s: &str| format!("{arch}.{s}");
-    let hidden_size = m.usize(&k("embedding_length"))?;
-    let num_heads = m.usize(&k("attention.head_count"))?;
-    let num_kv_heads = m
-        .opt_u64(&k("attention.head_count_kv"))?
-        .map(|x| x as usize)
-        .unwrap_or(num_heads);
-    if num_heads == 0 || num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
-        return Err(m.err(
-            &k("attention.head_count_kv"),
-            format!("{num_kv_heads} does not divide head_count = {num_heads}"),
-        ));
-    }
-    let head_dim = m
-        .opt_u64(&k("attention.key_length"))?
-        .map(|x| x as usize)
-        .unwrap_or(hidden_size / num_heads);
-    let rope_dim = m
-        .opt_u64(&k("rope.dimension_count"))?
-        .map(|x| x as usize)
-        .unwrap_or(head_dim);
-    if rope_dim != head_dim {
-        return Err(m.err(
-            &k("rope.dimension_count"),
-            format!("partial rotary embeddings ({rope_dim} of {head_dim} dims) are not supported"),
-        ));
-    }
-    if let Some(t) = m.opt_str(&k("rope.scaling.type"))? {
-        if t != "none" {
-            return Err(m.err(
-                &k("rope.scaling.type"),
-                format!("`{t}` rope scaling is not supported"),
-            ));
-        }
-    }
-    let embd = content
-        .tensor_infos
-        .get("token_embd.weight")
-        .ok_or_else(|| ModelError::MissingTensor {
-            path: path.to_path_buf(),
-            tensor: "token_embd.weight".into(),
-            hint: String::new(),
-        })?;
-    let &[vocab_size, _] = embd.shape.dims() else {
-        return Err(ModelError::Gguf {
-            path: path.to_path_buf(),
-            message: format!(
-                "tensor `token_embd.weight` has shape {:?}, expected (vocab, embedding_length)",
-                embd.shape.dims()
-            ),
-        });
-    };
-    let ff = content
-        .tensor_infos
-        .get("blk.0.ffn_gate.weight")
-        .and_then(|i| i.shape.dims().first().copied());
-    let intermediate_size = match m.opt_u64(&k("feed_forward_length"))? {
-        Some(x) => x as usize,
-        None => ff.ok_or_else(|| m.err(&k("feed_forward_length"), "missing"))?,
-    };
-    let qkv_bias = content.tensor_infos.contains_key("blk.0.attn_q.bias");
-    Ok(DecoderConfig {
-        architecture: architecture.to_string(),
-        family,
-        vocab_size,
-        hidden_size,
-        intermediate_size,
-        num_layers: m.usize(&k("block_count"))?,
-        num_heads,
-        num_kv_heads,
-        head_dim,
-        rms_norm_eps: m
-            .opt_f64(&k("attention.layer_norm_rms_epsilon"))?
-            .ok_or_else(|| m.err(&k("attention.layer_norm_rms_epsilon"), "missing"))?,
-        rope_theta: m.opt_f64(&k("rope.freq_base"))?.unwrap_or(10_000.0),
-        rope_dim,
-        rope_scaling: RopeScaling::None,
-        rope_layout: layout,
-        max_position_embeddings: m.usize(&k("context_length"))?,
-        tie_word_embeddings: !content.tensor_infos.contains_key("output.weight"),
-        qkv_bias,
-        o_bias: content.tensor_infos.contains_key("blk.0.attn_output.bias"),
-        mlp_bias: false,
-        qk_norm: family == Family::Qwen3,
-        sliding_window: None,
-        bos_token_id: m.opt_u64("tokenizer.ggml.bos_token_id")?.map(|x| x as u32),
-        eos_token_id: m.opt_u64("tokenizer.ggml.eos_token_id")?.map(|x| x as u32),
-    })
-}
-
-/// llama.cpp `rope_freqs` (Llama 3.1 style frequency factors), if the file has them.
-pub(crate) fn freq_factors(store: &Store) -> Result<Option<Vec<f32>>> {
-    let Store::Gguf {
-        path,
-        content,
-        reader,
-        ..
-    } = store
-    else {
-        return Ok(None);
-    };
-    if !content.tensor_infos.contains_key("rope_freqs.weight") {
-        return Ok(None);
-    }
-    let mut r = reader.lock().unwrap_or_else(|p| p.into_inner());
-    let q = content
-        .tensor(&mut *r, "rope_freqs.weight", &candle_core::Device::Cpu)
-        .map_err(|e| ModelError::Gguf {
-            path: path.clone(),
-            message: format!("tensor `rope_freqs.weight`: {e}"),
-        })?;
-    let t = q.dequantize(&candle_core::Device::Cpu)?.flatten_all()?;
-    Ok(Some(t.to_vec1::<f32>()?))
 }
 
 /// (tokenizer, add_bos_token) from `tokenizer.ggml.*`; with `tokenizer_json`, that file is used
@@ -361,6 +229,238 @@ pub(crate) fn ggml_name(d: GgmlDType) -> String {
     }
 }
 
+/// An open GGUF file: its parsed header and a reader for its tensors.
+pub(crate) struct GgufFile {
+    pub path: PathBuf,
+    pub content: Content,
+    reader: Mutex<BufReader<File>>,
+}
+
+impl GgufFile {
+    /// Opens a GGUF file and checks that every tensor's data lies inside it.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| crate::error::io_error(path, e))?;
+        let file_len = file
+            .metadata()
+            .map_err(|e| crate::error::io_error(path, e))?
+            .len();
+        let mut reader = BufReader::new(file);
+        if gguf_alignment(&mut reader, file_len) == Some(0) {
+            return Err(ModelError::GgufMetadata {
+                path: path.to_path_buf(),
+                key: "general.alignment".to_string(),
+                message: "must be a power of two, found 0".to_string(),
+            });
+        }
+        reader
+            .rewind()
+            .map_err(|e| crate::error::io_error(path, e))?;
+        let content = Content::read(&mut reader).map_err(|e| gguf_read_error(path, e))?;
+        for (name, info) in &content.tensor_infos {
+            // Checked: the dims and offset come straight from the file (a crafted header must not
+            // overflow here, nor later in `Shape::elem_count`).
+            let end = info
+                .shape
+                .dims()
+                .iter()
+                .try_fold(1usize, |n, &d| n.checked_mul(d))
+                .and_then(|n| {
+                    (n / info.ggml_dtype.block_size()).checked_mul(info.ggml_dtype.type_size())
+                })
+                .and_then(|bytes| {
+                    content
+                        .tensor_data_offset
+                        .checked_add(info.offset)?
+                        .checked_add(bytes as u64)
+                });
+            let Some(end) = end else {
+                return Err(ModelError::Gguf {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "tensor `{name}` has shape {:?} at offset {}: its size overflows",
+                        info.shape.dims(),
+                        info.offset
+                    ),
+                });
+            };
+            if end > file_len {
+                return Err(ModelError::Gguf {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "tensor `{name}` ends at byte {end} but the file has only {file_len} bytes: the file is truncated (re-download it)"
+                    ),
+                });
+            }
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            content,
+            reader: Mutex::new(reader),
+        })
+    }
+
+    /// Reads one tensor (on the CPU, as stored).
+    pub fn tensor(&self, name: &str) -> Result<QTensor> {
+        let mut reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        self.content
+            .tensor(&mut *reader, name, &Device::Cpu)
+            .map_err(|e| ModelError::Gguf {
+                path: self.path.clone(),
+                message: format!(
+                    "tensor `{name}`: {} (the file may be truncated; re-download it)",
+                    crate::error::candle_message(&e)
+                ),
+            })
+    }
+}
+
+/// `general.alignment` as `Content::read` takes it (the last such key; an unsigned or non-negative
+/// integer of at most 32 bits), found by skipping through the metadata; None when absent or when
+/// the header is malformed (left to `Content::read` to report). candle 0.11 divides by it
+/// unchecked, so a 0 must be caught first (huggingface/candle#3876).
+fn gguf_alignment(r: &mut BufReader<File>, file_len: u64) -> Option<u64> {
+    fn bytes<const N: usize>(r: &mut BufReader<File>) -> Option<[u8; N]> {
+        let mut b = [0u8; N];
+        r.read_exact(&mut b).ok()?;
+        Some(b)
+    }
+    fn u32_(r: &mut BufReader<File>) -> Option<u32> {
+        bytes(r).map(u32::from_le_bytes)
+    }
+    // GGUF v1 lengths are u32, later ones u64.
+    fn len(r: &mut BufReader<File>, v1: bool) -> Option<u64> {
+        if v1 {
+            u32_(r).map(u64::from)
+        } else {
+            bytes(r).map(u64::from_le_bytes)
+        }
+    }
+    fn skip(r: &mut BufReader<File>, ty: u32, v1: bool, limit: u64, depth: usize) -> Option<()> {
+        let fixed = |ty| match ty {
+            0 | 1 | 7 => Some(1u64),
+            2 | 3 => Some(2),
+            4..=6 => Some(4),
+            10..=12 => Some(8),
+            _ => None,
+        };
+        let n = match ty {
+            8 => len(r, v1)?,
+            9 => {
+                let elem = u32_(r)?;
+                let count = len(r, v1)?;
+                match fixed(elem) {
+                    Some(size) => count.checked_mul(size)?,
+                    None if count <= limit && depth < 64 => {
+                        for _ in 0..count {
+                            skip(r, elem, v1, limit, depth + 1)?;
+                        }
+                        0
+                    }
+                    None => return None,
+                }
+            }
+            _ => fixed(ty)?,
+        };
+        if n > limit {
+            return None;
+        }
+        r.seek_relative(n as i64).ok()
+    }
+
+    if !matches!(u32_(r)?, 0x4655_4747 | 0x4747_5546) {
+        return None;
+    }
+    let v1 = match u32_(r)? {
+        1 => true,
+        2 | 3 => false,
+        _ => return None,
+    };
+    let _tensor_count = len(r, v1)?;
+    let kv_count = len(r, v1)?;
+    let mut alignment = None;
+    for _ in 0..kv_count {
+        let key_len = len(r, v1)?;
+        let is_alignment = if key_len == 17 {
+            &bytes::<17>(r)? == b"general.alignment"
+        } else if key_len <= file_len {
+            r.seek_relative(key_len as i64).ok()?;
+            false
+        } else {
+            return None;
+        };
+        let ty = u32_(r)?;
+        if is_alignment {
+            let value = match ty {
+                0 => Some(bytes::<1>(r)?[0] as u64),
+                1 => Some(bytes::<1>(r)?[0] as i8).and_then(|x| u64::try_from(x).ok()),
+                2 => Some(u16::from_le_bytes(bytes(r)?) as u64),
+                3 => u64::try_from(i16::from_le_bytes(bytes(r)?)).ok(),
+                4 => Some(u32::from_le_bytes(bytes(r)?) as u64),
+                5 => u64::try_from(i32::from_le_bytes(bytes(r)?)).ok(),
+                _ => {
+                    skip(r, ty, v1, file_len, 0)?;
+                    None
+                }
+            };
+            alignment = value;
+        } else {
+            skip(r, ty, v1, file_len, 0)?;
+        }
+    }
+    alignment
+}
+
+fn gguf_read_error(path: &Path, e: candle_core::Error) -> ModelError {
+    let msg = crate::error::candle_message(&e);
+    if let Some(code) = msg
+        .split("unknown dtype for tensor ")
+        .nth(1)
+        .and_then(|s| s.trim().parse::<u32>().ok())
+    {
+        return ModelError::UnsupportedQuantization {
+            path: path.to_path_buf(),
+            tensor: "(header)".to_string(),
+            dtype: ggml_type_name(code),
+            hint: "; supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K (re-quantize the model with one of these)".to_string(),
+        };
+    }
+    let message = if msg.contains("magic") {
+        format!("{msg} (not a GGUF file?)")
+    } else if msg.contains("fill whole buffer") || msg.contains("remaining") {
+        format!("{msg} (the file is truncated; re-download it)")
+    } else {
+        msg
+    };
+    ModelError::Gguf {
+        path: path.to_path_buf(),
+        message,
+    }
+}
+
+fn ggml_type_name(code: u32) -> String {
+    let name = match code {
+        16 => "IQ2_XXS",
+        17 => "IQ2_XS",
+        18 => "IQ3_XXS",
+        19 => "IQ1_S",
+        20 => "IQ4_NL",
+        21 => "IQ3_S",
+        22 => "IQ2_S",
+        23 => "IQ4_XS",
+        24 => "I8",
+        25 => "I16",
+        26 => "I32",
+        27 => "I64",
+        28 => "F64",
+        29 => "IQ1_M",
+        34 => "TQ1_0",
+        35 => "TQ2_0",
+        39 => "MXFP4",
+        _ => return format!("ggml type {code}"),
+    };
+    format!("{name} (ggml type {code})")
+}
+
 /// Hand-made GGUF files for the regression tests of inputs found by fuzzing (fuzz/, docs/fuzzing.md).
 #[cfg(test)]
 pub(crate) mod test_files {
@@ -439,15 +539,12 @@ mod tests {
     use super::test_files::{self, gguf, llama_kvs};
     use super::*;
 
-    fn config_of(name: &str, file: Vec<u8>) -> Result<DecoderConfig> {
+    fn config_of(name: &str, file: Vec<u8>) -> Result<crate::config::DecoderConfig> {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join(name);
         std::fs::write(&p, file).unwrap();
-        let store = crate::weights::open_gguf(&p, false)?;
-        let Store::Gguf { content, .. } = &store else {
-            unreachable!()
-        };
-        config(&p, content)
+        let f = GgufFile::open(&p)?;
+        crate::arch::from_gguf(&f)
     }
 
     /// Found while triaging the GGUF fuzz target: `config` indexed `token_embd.weight`'s dims
@@ -478,7 +575,7 @@ mod tests {
         kvs.push(test_files::u32_kv("general.alignment", 0));
         kvs.push(test_files::str_kv("tokenizer.ggml.model", "gpt2"));
         std::fs::write(&p, gguf(&kvs, &[], &[])).unwrap();
-        let e = match crate::weights::open_gguf(&p, false) {
+        let e = match GgufFile::open(&p) {
             Ok(_) => panic!("opened a GGUF with general.alignment = 0"),
             Err(e) => e,
         };
@@ -491,6 +588,40 @@ mod tests {
         // A later key wins (as in candle's map), and a valid alignment still opens.
         kvs.push(test_files::u32_kv("general.alignment", 64));
         std::fs::write(&p, gguf(&kvs, &[], &[])).unwrap();
-        assert!(crate::weights::open_gguf(&p, false).is_ok());
+        assert!(GgufFile::open(&p).is_ok());
+    }
+
+    /// Found by `cargo fuzz run gguf`: tensor dims whose product overflows `usize` (the fuzzer
+    /// turned the dims of `blk.0.attn_output.weight` into [0x15ad596003ffff10, 232]); `open_gguf`
+    /// overflowed computing the tensor's byte size (a panic with overflow checks; without them a
+    /// wrapped size that could pass the truncation check).
+    #[test]
+    fn gguf_tensor_size_overflow_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("overflow.gguf");
+        let dims: &[u64] = &[0x15ad_5960_03ff_ff10, 232];
+        std::fs::write(&p, gguf(&llama_kvs(), &[("w", dims, 0, 0)], &[0; 64])).unwrap();
+        let e = match GgufFile::open(&p) {
+            Ok(_) => panic!("opened a GGUF whose tensor size overflows"),
+            Err(e) => e,
+        };
+        let s = e.to_string();
+        assert!(matches!(e, ModelError::Gguf { .. }), "{s}");
+        assert!(s.contains("overflow.gguf") && s.contains("`w`"), "{s}");
+        assert!(s.contains("overflows"), "{s}");
+    }
+
+    /// The same with an offset that overflows when added to the data section's start.
+    #[test]
+    fn gguf_tensor_offset_overflow_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("offset.gguf");
+        let tensors: &[(&str, &[u64], u32, u64)] = &[("w", &[4], 0, u64::MAX - 8)];
+        std::fs::write(&p, gguf(&llama_kvs(), tensors, &[0; 16])).unwrap();
+        let e = match GgufFile::open(&p) {
+            Ok(_) => panic!("opened a GGUF whose tensor offset overflows"),
+            Err(e) => e,
+        };
+        assert!(e.to_string().contains("overflows"), "{e}");
     }
 }

@@ -1,22 +1,26 @@
 //! surprisal-models: load Hugging Face causal LMs (safetensors) and GGUF files and run them with
 //! candle, returning final hidden states for every position.
 //!
-//! One decoder implementation ([`decoder::CausalLm`]) serves Llama, Mistral, Qwen2 and Qwen3 from
-//! dense safetensors, quantized GGUF and dequantized GGUF weights alike: every projection is a
-//! `QMatMul`, and RoPE, masks and attention are shared.
+//! - `arch/`: one file per architecture family: its `config.json` and GGUF metadata parsing and
+//!   its tensor names, reduced to one block description ([`DecoderConfig`]).
+//! - `nn/`: the building blocks, each once (projections, norms, MLPs, RoPE, masks, attention).
+//! - [`decoder::CausalLm`]: the one decoder, built from a `DecoderConfig`, for dense safetensors,
+//!   quantized GGUF and dequantized GGUF weights alike; quantized GGUFs on the CPU run in
+//!   llama.cpp's order of operations (`llama_cpp`, `ggml_cpu`).
+//! - `weights` (where tensors come from), `gguf` (GGUF files and their tokenizer), `tokenizer`.
+//!
+//! Modules depend on each other in one direction: `error` <- `tokenizer` <- `gguf` <- `weights`
+//! <- `nn` <- `decoder` <- this file, with `config` and `arch` beside `gguf`.
 
-pub mod attention;
-mod attention_cpu;
+pub mod arch;
 pub mod config;
 pub mod decoder;
 pub mod error;
 pub mod ggml_cpu;
 pub mod gguf;
 pub mod hub;
-pub mod layers;
 pub mod llama_cpp;
-pub mod mask;
-pub mod rope;
+pub mod nn;
 pub mod source;
 pub mod tokenizer;
 pub mod weights;
@@ -25,13 +29,15 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
 
-pub use config::{DecoderConfig, SUPPORTED_ARCHITECTURES};
+pub use arch::{supported_architectures, supported_gguf_architectures};
+pub use config::DecoderConfig;
 pub use decoder::CausalLm;
 pub use error::ModelError;
 pub use source::ModelSource;
 pub use tokenizer::{Encoded, TextTokenizer};
 
 use error::Result;
+use gguf::GgufFile;
 use weights::{Store, Weights};
 
 #[derive(Debug, Clone)]
@@ -161,14 +167,14 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
 fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     let config_path = dir.join("config.json");
     let json = error::read_json(&config_path)?;
-    let cfg = DecoderConfig::from_hf_json(&config_path, &json)?;
+    let cfg = arch::from_hf_json(&config_path, &json)?;
     let tokenizer_path = dir.join("tokenizer.json");
     let tokenizer = TextTokenizer::from_file(&tokenizer_path)?;
     let files = weight_files(dir)?;
     let store = Store::open_safetensors(&files)?;
     let model_path = files.first().cloned().unwrap_or_default();
     check_vocab(&tokenizer, &cfg, &model_path)?;
-    let vb = Weights::new(&store, opts.dtype, &opts.device);
+    let vb = Weights::new(&store, cfg.tensors, opts.dtype, &opts.device);
     let model = CausalLm::load(&vb, &cfg, None)?;
     let add_bos_token = hf_add_bos(dir, &tokenizer, cfg.bos_token_id);
     let info = ModelInfo::new(&cfg, add_bos_token, files, None, &store);
@@ -184,22 +190,24 @@ fn load_gguf(
     tokenizer_json: Option<&PathBuf>,
     opts: &LoadOptions,
 ) -> Result<LoadedModel> {
-    let store = weights::open_gguf(path, opts.dequantize)?;
-    let Store::Gguf { content, .. } = &store else {
-        unreachable!("open_gguf returns a GGUF store")
-    };
-    let cfg = gguf::config(path, content)?;
+    let file = GgufFile::open(path)?;
+    let content = &file.content;
+    let cfg = arch::from_gguf(&file)?;
     let (tokenizer, add_bos_token) = gguf::tokenizer(path, content, tokenizer_json)?;
     check_vocab(&tokenizer, &cfg, path)?;
     let quant = gguf::dominant_quantization(content);
-    let freq_factors = gguf::freq_factors(&store)?;
+    let store = Store::Gguf {
+        file,
+        dequantize: opts.dequantize,
+    };
     // Quantized kernels run in f32; dequantized weights take the requested dtype.
     let dtype = if opts.dequantize {
         opts.dtype
     } else {
         DType::F32
     };
-    let vb = Weights::new(&store, dtype, &opts.device);
+    let vb = Weights::new(&store, cfg.tensors, dtype, &opts.device);
+    let freq_factors = vb.optional_vec_f32(arch::Role::RopeFreqs)?;
     let model = CausalLm::load(&vb, &cfg, freq_factors.as_deref())?;
     let quantization = Some(if opts.dequantize {
         format!("{quant} dequantized to {:?}", opts.dtype)

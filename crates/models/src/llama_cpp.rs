@@ -1,4 +1,4 @@
-//! The non-matmul ops of a Llama block computed exactly like llama.cpp's CPU backend (ggml, x86,
+//! The non-matmul ops of a block computed exactly like llama.cpp's CPU backend (ggml, x86,
 //! AVX2/AVX-512 build), for quantized GGUF models: with activations re-quantized to 8 bits before
 //! every matmul (see `ggml_cpu`), any 1-ulp difference anywhere can flip a quant and the flips
 //! cascade, so "close to llama.cpp" requires "the same float operations as llama.cpp":
@@ -10,7 +10,11 @@
 //!   f16 K·Q matmul (llamafile tinyBLAS: 16 fma lanes, `_mm512_reduce_add_ps`), softmax with
 //!   ggml's `ggml_v_expf` and an f64 sum of 16-wide partial sums, probabilities converted to f16
 //!   for the f16 V·P matmul (16 lanes over keys);
-//! - SwiGLU: `x / (1 + ggml_v_expf(-x)) · g`.
+//! - SwiGLU: `x / (1 + ggml_v_expf(-x)) · g`; GeGLU: ggml's f16 table of GELU-tanh, looked up
+//!   by the f16-rounded input (`GGML_GELU_FP16`), times g.
+//!
+//! The block itself (which norms, which MLP, where the scale goes) is `decoder.rs`'s, driven by
+//! the same [`crate::DecoderConfig`] as the candle path.
 //!
 //! Status: the default for quantized GGUF on the CPU (`SURPRISAL_LLAMA_CPP_OPS=0` opts out).
 //! Over `datasets/sample.txt` (2,289 tokens) the per-token NLLs equal llama.cpp's (0c1e570, CPU,
@@ -43,12 +47,24 @@ pub fn rms_norm_mul(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     out
 }
 
-/// ggml's rope cache for positions `0..t`: (cos, sin) per position and pair.
+/// One RoPE of a forward pass: ggml's cache and how it is applied.
+pub struct Rope {
+    /// (cos, sin) per position and pair, see [`rope_cache`].
+    pub cache: Vec<[f32; 2]>,
+    /// Rotated dimensions of each head (the first ones; the rest pass through).
+    pub n_dims: usize,
+    /// Pairs (2i, 2i+1) (ggml's NORMAL mode, what Llama GGUFs use), else (i, i + n_dims/2) (NEOX).
+    pub interleaved: bool,
+}
+
+/// ggml's rope cache for positions `0..t`: (cos, sin) per position and pair, with `freq_scale`
+/// (linear scaling, 1 for none) as `rope_yarn` applies it without YaRN extrapolation.
 pub fn rope_cache(
     t: usize,
     n_dims: usize,
     base: f32,
     freq_factors: Option<&[f32]>,
+    freq_scale: f32,
 ) -> Vec<[f32; 2]> {
     let theta_scale = base.powf(-2.0f32 / n_dims as f32);
     let half = n_dims / 2;
@@ -57,7 +73,7 @@ pub fn rope_cache(
         let mut theta = p as f32;
         for i in 0..half {
             let ff = freq_factors.and_then(|f| f.get(i).copied()).unwrap_or(1.0);
-            let th = theta / ff;
+            let th = freq_scale * (theta / ff);
             out.push([th.cos(), th.sin()]);
             theta *= theta_scale;
         }
@@ -65,24 +81,17 @@ pub fn rope_cache(
     out
 }
 
-/// Rotates x: (B, T, heads, D) in place. `interleaved`: pairs (2i, 2i+1) (ggml's NORMAL mode, what
-/// Llama GGUFs use), else (i, i + D/2) (NEOX).
-pub fn rope_apply(
-    x: &mut [f32],
-    t: usize,
-    heads: usize,
-    d: usize,
-    interleaved: bool,
-    cache: &[[f32; 2]],
-) {
-    let half = d / 2;
+/// Rotates x: (B, T, heads, D) in place.
+pub fn rope_apply(x: &mut [f32], t: usize, heads: usize, d: usize, rope: &Rope) {
+    let half = rope.n_dims / 2;
+    let cache = &rope.cache;
     x.par_chunks_mut(d)
         .enumerate()
         .with_min_len(256)
         .for_each(|(row, v)| {
             let pos = (row / heads) % t;
             let c = &cache[pos * half..(pos + 1) * half];
-            rotate_rows(v, c, half, interleaved);
+            rotate_rows(&mut v[..rope.n_dims], c, half, rope.interleaved);
         });
 }
 
@@ -200,6 +209,43 @@ fn swiglu_chunk(o: &mut [f32], g: &[f32], u: &[f32]) {
     run(o, g, u)
 }
 
+/// `gelu_tanh(gate) · up`, ggml's `ggml_vec_geglu_f32` (`GGML_GELU_FP16`: the GELU of the
+/// f16-rounded input from a table of f16 values; 0 at or below -10, the identity at or above 10).
+pub fn geglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
+    let table = gelu_f16_table();
+    gate.par_iter()
+        .zip(up.par_iter())
+        .with_min_len(4096)
+        .map(|(&x, &g)| {
+            if x <= -10.0 {
+                0.0
+            } else if x >= 10.0 {
+                x * g
+            } else {
+                table[f16::from_f32(x).to_bits() as usize] * g
+            }
+        })
+        .collect()
+}
+
+/// ggml's `ggml_table_gelu_f16`, as f32: for every f16 bit pattern, `ggml_gelu_f32` of its value
+/// rounded to f16.
+fn gelu_f16_table() -> &'static [f32] {
+    static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        const GELU_COEF_A: f32 = 0.044715;
+        #[allow(clippy::excessive_precision)] // ggml's literal, rounded to f32 as C rounds it
+        const SQRT_2_OVER_PI: f32 = 0.797_884_560_802_865_355_879_892_119_868_76;
+        (0..=u16::MAX)
+            .map(|bits| {
+                let x = f16::from_bits(bits).to_f32();
+                let y = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + GELU_COEF_A * x * x)).tanh());
+                f16::from_f32(y).to_f32()
+            })
+            .collect()
+    })
+}
+
 /// GCC's `_mm512_reduce_add_ps`.
 #[inline(always)]
 fn reduce16(v: &[f32; 16]) -> f32 {
@@ -265,7 +311,10 @@ pub struct AttnShape {
     pub heads: usize,
     pub kv_heads: usize,
     pub d: usize,
+    /// Multiplies the (softcapped) K·Q scores: `kq_scale` of `ggml_soft_max_ext`.
     pub scale: f32,
+    /// Scores become `cap · tanh(scores · (1/cap))` before the scale (Gemma-2).
+    pub softcap: Option<f32>,
     pub sliding_window: Option<usize>,
 }
 
@@ -400,7 +449,7 @@ fn attend_rows_impl(a: &AttnInputs, bi: usize, hi: usize, i0: usize, i1: usize, 
     let vt = &v[(bi * kv + g) * d * tp..][..d * tp];
     let mut wp: Vec<f32> = Vec::with_capacity(tp);
     for i in i0..i1 {
-        let (lo, _) = crate::mask::visible_keys(i, i + 1, s.sliding_window);
+        let (lo, _) = crate::nn::mask::visible_keys(i, i + 1, s.sliding_window);
         let qi = qrow(i);
         // scores for keys 0..=i (masked ones -inf), padded to a multiple of 16
         let n = (i + 1).next_multiple_of(16);
@@ -408,15 +457,20 @@ fn attend_rows_impl(a: &AttnInputs, bi: usize, hi: usize, i0: usize, i1: usize, 
         wp.resize(n, f32::NEG_INFINITY);
         // tinyBLAS f16 GEMM: 16 fma lanes over D, `_mm512_reduce_add_ps`. Keys go four at a
         // time (four independent FMA chains; each key's operations and order are unchanged).
+        // ggml_softcap's scale(1/cap), tanh, scale(cap) on the raw scores, then the softmax scale
+        let score = |kq: f32| match s.softcap {
+            Some(cap) => (kq * (1.0 / cap)).tanh() * cap * s.scale,
+            None => kq * s.scale,
+        };
         let mut j = lo;
         while j + 4 <= i + 1 {
             for (u, lanes) in key_lanes::<4>(qi, krow, j).iter().enumerate() {
-                wp[j + u] = reduce16(lanes) * s.scale;
+                wp[j + u] = score(reduce16(lanes));
             }
             j += 4;
         }
         for j in j..=i {
-            wp[j] = reduce16(&key_lanes::<1>(qi, krow, j)[0]) * s.scale;
+            wp[j] = score(reduce16(&key_lanes::<1>(qi, krow, j)[0]));
         }
         let scores = if dump_dir().is_some() {
             wp.clone()

@@ -83,7 +83,7 @@ fn unknown_architecture() {
     );
     let msg = e.to_string();
     assert!(msg.contains("GPTNeoXForCausalLM"), "{msg}");
-    for a in surprisal_models::SUPPORTED_ARCHITECTURES {
+    for a in surprisal_models::supported_architectures() {
         assert!(msg.contains(a), "{msg} does not list {a}");
     }
 }
@@ -232,7 +232,7 @@ fn gguf_bad_magic() {
 fn gguf_truncated() {
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path().join("llama.gguf");
-    llama_fixture_to_gguf(&fixture("llama"), &p, GgmlDType::Q8_0);
+    fixture_to_gguf(&fixture("llama"), &p, GgmlDType::Q8_0);
     assert!(load_gguf(&p).is_ok());
     let len = std::fs::metadata(&p).unwrap().len();
     for cut in [len - 100, len / 2, 64] {
@@ -264,7 +264,7 @@ fn gguf_missing_file() {
 fn gguf_tokenizer_json_disagreeing_with_metadata() {
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path().join("llama.gguf");
-    llama_fixture_to_gguf(&fixture("llama"), &p, GgmlDType::F32);
+    fixture_to_gguf(&fixture("llama"), &p, GgmlDType::F32);
     // A tokenizer.json whose vocabulary differs: swap two token ids.
     let mut tj = read_json(&fixture("llama").join("tokenizer.json"));
     let vocab = tj["model"]["vocab"].as_object_mut().unwrap();
@@ -303,4 +303,141 @@ fn bad_forward_inputs_are_errors() {
     assert!(m.forward_hidden(&big, &[2]).is_err());
     let rows = Tensor::zeros((2, 63), candle_core::DType::F32, &Device::Cpu).unwrap();
     assert!(m.logits(&rows).is_err());
+}
+
+fn fixture_copy(name: &str) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&fixture(name), tmp.path());
+    tmp
+}
+
+/// A message is one line and names the file and what is wrong.
+fn assert_one_line(msg: &str, parts: &[&str]) {
+    assert!(!msg.contains('\n'), "not one line: {msg}");
+    for p in parts {
+        assert!(msg.contains(p), "`{p}` not in: {msg}");
+    }
+}
+
+/// The keys each new family cannot do without (no transformers default the model could run on).
+#[test]
+fn missing_config_keys_of_new_families() {
+    for (name, key) in [
+        ("gemma3", "query_pre_attn_scalar"),
+        ("gemma3", "head_dim"),
+        ("gemma3", "sliding_window"),
+        ("gemma2", "sliding_window"),
+        ("gemma2", "rms_norm_eps"),
+        ("phi3", "rms_norm_eps"),
+    ] {
+        let tmp = fixture_copy(name);
+        edit_config(tmp.path(), |c| {
+            c.remove(key);
+        });
+        let e = load_dir(tmp.path()).unwrap_err();
+        assert!(
+            matches!(&e, ModelError::MissingConfigKey { key: k, .. } if k == key),
+            "{name} without {key}: {e:?}"
+        );
+        assert_one_line(&e.to_string(), &["config.json", key]);
+    }
+    // LongRoPE without its long factors
+    let tmp = fixture_copy("phi3");
+    edit_config(tmp.path(), |c| {
+        c["rope_scaling"]
+            .as_object_mut()
+            .unwrap()
+            .remove("long_factor");
+    });
+    let e = load_dir(tmp.path()).unwrap_err();
+    assert_one_line(&e.to_string(), &["config.json", "rope_scaling.long_factor"]);
+    // ... or with the wrong number of them
+    let tmp = fixture_copy("phi3");
+    edit_config(tmp.path(), |c| {
+        c["rope_scaling"]["short_factor"] = serde_json::json!([1.0, 2.0]);
+    });
+    let e = load_dir(tmp.path()).unwrap_err();
+    assert_one_line(
+        &e.to_string(),
+        &[
+            "config.json",
+            "rope_scaling.short_factor",
+            "expected 4 numbers",
+        ],
+    );
+}
+
+/// A fused projection of the wrong shape: the error names the file, the tensor and both shapes,
+/// in safetensors and in GGUF.
+#[test]
+fn fused_tensor_with_wrong_shape() {
+    let tmp = fixture_copy("phi3_tied");
+    let name = "model.layers.1.self_attn.qkv_proj.weight";
+    // q, k and v rows for 4 + 2·2 heads of 16 would be 128; give it q and k only
+    rewrite_weights(tmp.path(), |t| {
+        t.insert(
+            name.into(),
+            Tensor::zeros((96, 64), candle_core::DType::F32, &Device::Cpu).unwrap(),
+        );
+    });
+    let e = load_dir(tmp.path()).unwrap_err();
+    assert!(
+        matches!(&e, ModelError::TensorShape { tensor, expected, found, .. }
+            if tensor == name && expected == &[128, 64] && found == &[96, 64]),
+        "{e:?}"
+    );
+    assert_one_line(&e.to_string(), &["model.safetensors", name, "[128, 64]"]);
+
+    let gate_up = "model.layers.0.mlp.gate_up_proj.weight";
+    rewrite_weights(tmp.path(), |t| {
+        t.insert(
+            name.into(),
+            Tensor::zeros((128, 64), candle_core::DType::F32, &Device::Cpu).unwrap(),
+        );
+        t.insert(
+            gate_up.into(),
+            Tensor::zeros((128, 64), candle_core::DType::F32, &Device::Cpu).unwrap(),
+        );
+    });
+    let p = tmp.path().join("phi3.gguf");
+    fixture_to_gguf(tmp.path(), &p, GgmlDType::F32);
+    let e = load_gguf(&p).unwrap_err();
+    assert!(
+        matches!(&e, ModelError::TensorShape { tensor, .. } if tensor == "blk.0.ffn_up.weight"),
+        "{e:?}"
+    );
+    assert_one_line(
+        &e.to_string(),
+        &["phi3.gguf", "blk.0.ffn_up.weight", "[256, 64]"],
+    );
+}
+
+/// GGUF files of architectures that are not implemented (state-space and RNN models among them)
+/// are refused by name, listing what is supported.
+#[test]
+fn gguf_of_an_unsupported_architecture() {
+    use candle_core::quantized::gguf_file;
+    let tmp = tempfile::tempdir().unwrap();
+    for arch in ["mamba", "rwkv6", "bloom"] {
+        let p = tmp.path().join(format!("{arch}.gguf"));
+        let v = gguf_file::Value::String(arch.to_string());
+        let mut f = std::fs::File::create(&p).unwrap();
+        gguf_file::write(&mut f, &[("general.architecture", &v)], &[]).unwrap();
+        drop(f);
+        let e = load_gguf(&p).unwrap_err();
+        assert!(
+            matches!(&e, ModelError::UnsupportedArchitecture { architecture, .. } if architecture == arch),
+            "{e:?}"
+        );
+        assert_one_line(
+            &e.to_string(),
+            &[
+                &format!("{arch}.gguf"),
+                arch,
+                "unsupported",
+                "gemma3",
+                "phi3",
+            ],
+        );
+    }
 }

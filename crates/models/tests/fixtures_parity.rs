@@ -107,25 +107,55 @@ fn qwen3() {
     check_fixture("qwen3");
 }
 
-/// The llama fixture converted to GGUF like llama.cpp does (Q/K rows permuted for interleaved
-/// RoPE, tokenizer in metadata): F32 must match the reference to 1e-4, Q8_0 approximately, and
-/// the GGUF-built tokenizer must tokenize like tokenizer.json.
 #[test]
-fn llama_as_gguf() {
-    let dir = fixture("llama");
+fn mistral_window() {
+    check_fixture("mistral_window");
+}
+
+#[test]
+fn gemma3() {
+    check_fixture("gemma3");
+}
+
+#[test]
+fn gemma3_untied() {
+    check_fixture("gemma3_untied");
+}
+
+#[test]
+fn gemma2() {
+    check_fixture("gemma2");
+}
+
+#[test]
+fn phi3() {
+    check_fixture("phi3");
+}
+
+#[test]
+fn phi3_tied() {
+    check_fixture("phi3_tied");
+}
+
+/// A fixture converted to GGUF like llama.cpp's converter does (see `fixture_to_gguf`): F32 must
+/// match the transformers reference to 1e-4; Q8_0, quantized (ggml's kernels, and llama.cpp's
+/// order of operations where the family has it) and dequantized, approximately; the GGUF-built
+/// tokenizer must tokenize like tokenizer.json.
+fn check_gguf(name: &str, architecture: &str) {
+    let dir = fixture(name);
     let reference = read_json(&dir.join("reference.json"));
     let rows = u32_rows(&reference["rows"]);
     let want_lp = f64_rows(&reference["target_logprobs"]);
     let tmp = tempfile::tempdir().unwrap();
-    // Q8_0 tolerances: this random tiny model is very sensitive to weight rounding
-    // (observed mean |Δ| ≈ 0.07-0.09, max ≈ 0.65, with or without quantized activations).
+    // Q8_0 tolerances: these random tiny models are very sensitive to weight rounding
+    // (llama: observed mean |Δ| ≈ 0.07-0.09, max ≈ 0.65, with or without quantized activations).
     for (quant, dequantize, tol_max, tol_mean) in [
         (GgmlDType::F32, false, TOL, TOL),
         (GgmlDType::Q8_0, false, 1.5, 0.15),
         (GgmlDType::Q8_0, true, 1.5, 0.15),
     ] {
-        let path = tmp.path().join(format!("llama-{quant:?}.gguf"));
-        llama_fixture_to_gguf(&dir, &path, quant);
+        let path = tmp.path().join(format!("{name}-{quant:?}.gguf"));
+        fixture_to_gguf(&dir, &path, quant);
         let mut opts = cpu_f32();
         opts.dequantize = dequantize;
         let loaded = load(
@@ -135,8 +165,8 @@ fn llama_as_gguf() {
             },
             &opts,
         )
-        .unwrap();
-        assert_eq!(loaded.info.architecture, "LlamaForCausalLM");
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(loaded.info.architecture, architecture);
         assert!(!loaded.info.add_bos_token);
         for (r, text) in reference["texts"].as_array().unwrap().iter().enumerate() {
             let enc = loaded.tokenizer.encode(text.as_str().unwrap()).unwrap();
@@ -146,12 +176,15 @@ fn llama_as_gguf() {
         for r in 0..rows.len() {
             let (max, mean) = diff_stats(&lps[r], &want_lp[r]);
             println!(
-                "gguf {quant:?} dequantize={dequantize} row {r}: max|Δ| {max:.2e} mean {mean:.2e}"
+                "{name} gguf {quant:?} dequantize={dequantize} row {r}: max|Δ| {max:.2e} mean {mean:.2e}"
             );
-            assert!(max <= tol_max, "gguf {quant:?} row {r}: max |Δ| = {max}");
+            assert!(
+                max <= tol_max,
+                "{name} gguf {quant:?} row {r}: max |Δ| = {max}"
+            );
             assert!(
                 mean <= tol_mean,
-                "gguf {quant:?} row {r}: mean |Δ| = {mean}"
+                "{name} gguf {quant:?} row {r}: mean |Δ| = {mean}"
             );
         }
         // Same vocabulary as tokenizer.json: fingerprints agree, and passing it is accepted.
@@ -168,4 +201,31 @@ fn llama_as_gguf() {
             loaded.tokenizer.fingerprint()
         );
     }
+}
+
+/// Llama GGUFs also have their Q/K rows permuted for interleaved RoPE.
+#[test]
+fn llama_as_gguf() {
+    check_gguf("llama", "LlamaForCausalLM");
+}
+
+#[test]
+fn gemma3_as_gguf() {
+    check_gguf("gemma3", "Gemma3ForCausalLM");
+}
+
+#[test]
+fn gemma2_as_gguf() {
+    check_gguf("gemma2", "Gemma2ForCausalLM");
+}
+
+#[test]
+fn phi3_as_gguf() {
+    check_gguf("phi3_tied", "Phi3ForCausalLM");
+}
+
+/// Partial rotary and LongRoPE, whose factors llama.cpp stores as tensors.
+#[test]
+fn phi3_longrope_as_gguf() {
+    check_gguf("phi3", "Phi3ForCausalLM");
 }

@@ -138,11 +138,14 @@ pub fn copy_dir(src: &Path, dst: &Path) {
     }
 }
 
-/// Converts a Llama fixture directory into a GGUF file the way llama.cpp's converter does: tensors
-/// renamed, Q/K rows permuted for interleaved RoPE, tokenizer stored as `tokenizer.ggml.*` (gpt2).
-/// 2-D weights are stored as `quant`; norms stay F32.
-pub fn llama_fixture_to_gguf(dir: &Path, out: &Path, quant: GgmlDType) {
+/// Converts a fixture directory into a GGUF file the way llama.cpp's `convert_hf_to_gguf.py` does
+/// for its architecture: tensors renamed with the crate's own map (`arch::gguf_tensor_name`, the
+/// one the loader uses); Llama's Q/K rows permuted for interleaved RoPE; Gemma's norm weights
+/// stored as `1 + w`; metadata under llama.cpp's keys (written here by hand, from the converter);
+/// tokenizer stored as `tokenizer.ggml.*` (gpt2). 2-D weights are stored as `quant`; norms stay F32.
+pub fn fixture_to_gguf(dir: &Path, out: &Path, quant: GgmlDType) {
     let cfg = read_json(&dir.join("config.json"));
+    let class = cfg["architectures"][0].as_str().unwrap().to_string();
     let u = |k: &str| cfg[k].as_u64().unwrap() as usize;
     let (hidden, heads, kv, layers) = (
         u("hidden_size"),
@@ -154,6 +157,13 @@ pub fn llama_fixture_to_gguf(dir: &Path, out: &Path, quant: GgmlDType) {
         .as_u64()
         .map(|x| x as usize)
         .unwrap_or(hidden / heads);
+    let (arch, permute_qk, norm_shift) = match class.as_str() {
+        "LlamaForCausalLM" | "MistralForCausalLM" => ("llama", true, false),
+        "Gemma3ForCausalLM" => ("gemma3", false, true),
+        "Gemma2ForCausalLM" => ("gemma2", false, true),
+        "Phi3ForCausalLM" => ("phi3", false, false),
+        other => panic!("no GGUF conversion for {other}"),
+    };
     let tensors: HashMap<String, Tensor> =
         candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
     let permute = |w: &Tensor, n_head: usize| -> Tensor {
@@ -170,28 +180,16 @@ pub fn llama_fixture_to_gguf(dir: &Path, out: &Path, quant: GgmlDType) {
     };
     let mut qts: Vec<(String, QTensor)> = Vec::new();
     for (name, t) in &tensors {
-        let (gname, t) = if name == "model.embed_tokens.weight" {
-            ("token_embd.weight".to_string(), t.clone())
-        } else if name == "model.norm.weight" {
-            ("output_norm.weight".to_string(), t.clone())
-        } else if name == "lm_head.weight" {
-            ("output.weight".to_string(), t.clone())
+        let gname = surprisal_models::arch::gguf_tensor_name(&class, name)
+            .unwrap_or_else(|| panic!("{class}: no GGUF name for {name}"));
+        let t = if permute_qk && name.ends_with("self_attn.q_proj.weight") {
+            permute(t, heads)
+        } else if permute_qk && name.ends_with("self_attn.k_proj.weight") {
+            permute(t, kv)
+        } else if norm_shift && name.ends_with("norm.weight") {
+            (t + 1.0).unwrap()
         } else {
-            let rest = name.strip_prefix("model.layers.").unwrap();
-            let (l, rest) = rest.split_once('.').unwrap();
-            let (g, t) = match rest {
-                "self_attn.q_proj.weight" => ("attn_q.weight", permute(t, heads)),
-                "self_attn.k_proj.weight" => ("attn_k.weight", permute(t, kv)),
-                "self_attn.v_proj.weight" => ("attn_v.weight", t.clone()),
-                "self_attn.o_proj.weight" => ("attn_output.weight", t.clone()),
-                "mlp.gate_proj.weight" => ("ffn_gate.weight", t.clone()),
-                "mlp.up_proj.weight" => ("ffn_up.weight", t.clone()),
-                "mlp.down_proj.weight" => ("ffn_down.weight", t.clone()),
-                "input_layernorm.weight" => ("attn_norm.weight", t.clone()),
-                "post_attention_layernorm.weight" => ("ffn_norm.weight", t.clone()),
-                other => panic!("unexpected tensor {other}"),
-            };
-            (format!("blk.{l}.{g}"), t)
+            t.clone()
         };
         let q = if t.rank() == 2 { quant } else { GgmlDType::F32 };
         qts.push((gname, QTensor::quantize(&t, q).unwrap()));
@@ -210,29 +208,81 @@ pub fn llama_fixture_to_gguf(dir: &Path, out: &Path, quant: GgmlDType) {
         .map(|t| t["id"].as_u64().unwrap())
         .collect();
     use gguf_file::Value as V;
-    let md: Vec<(String, V)> = vec![
-        ("general.architecture".into(), V::String("llama".into())),
+    let k = |s: &str| format!("{arch}.{s}");
+    let f = |key: &str| V::F32(cfg[key].as_f64().unwrap() as f32);
+    let rope_theta = cfg["rope_theta"]
+        .as_f64()
+        .or_else(|| cfg["rope_parameters"]["rope_theta"].as_f64())
+        .or_else(|| cfg["rope_parameters"]["full_attention"]["rope_theta"].as_f64())
+        .unwrap();
+    let mut md: Vec<(String, V)> = vec![
+        ("general.architecture".into(), V::String(arch.into())),
         (
-            "llama.context_length".into(),
+            k("context_length"),
             V::U32(u("max_position_embeddings") as u32),
         ),
-        ("llama.embedding_length".into(), V::U32(hidden as u32)),
-        ("llama.block_count".into(), V::U32(layers as u32)),
+        (k("embedding_length"), V::U32(hidden as u32)),
+        (k("block_count"), V::U32(layers as u32)),
         (
-            "llama.feed_forward_length".into(),
+            k("feed_forward_length"),
             V::U32(u("intermediate_size") as u32),
         ),
-        ("llama.attention.head_count".into(), V::U32(heads as u32)),
-        ("llama.attention.head_count_kv".into(), V::U32(kv as u32)),
-        (
-            "llama.rope.freq_base".into(),
-            V::F32(cfg["rope_theta"].as_f64().unwrap() as f32),
-        ),
-        (
-            "llama.attention.layer_norm_rms_epsilon".into(),
-            V::F32(cfg["rms_norm_eps"].as_f64().unwrap() as f32),
-        ),
-        ("llama.rope.dimension_count".into(), V::U32(head_dim as u32)),
+        (k("attention.head_count"), V::U32(heads as u32)),
+        (k("attention.head_count_kv"), V::U32(kv as u32)),
+        (k("rope.freq_base"), V::F32(rope_theta as f32)),
+        (k("attention.layer_norm_rms_epsilon"), f("rms_norm_eps")),
+    ];
+    match arch {
+        "llama" => md.push((k("rope.dimension_count"), V::U32(head_dim as u32))),
+        "gemma3" | "gemma2" => {
+            md.push((k("attention.key_length"), V::U32(head_dim as u32)));
+            md.push((k("attention.value_length"), V::U32(head_dim as u32)));
+            md.push((
+                k("attention.sliding_window"),
+                V::U32(u("sliding_window") as u32),
+            ));
+            if arch == "gemma2" {
+                md.push((k("attn_logit_softcapping"), f("attn_logit_softcapping")));
+                md.push((k("final_logit_softcapping"), f("final_logit_softcapping")));
+            }
+        }
+        "phi3" => {
+            let factor = cfg["partial_rotary_factor"].as_f64().unwrap_or(1.0);
+            let rot = (head_dim as f64 * factor) as u32;
+            md.push((k("rope.dimension_count"), V::U32(rot)));
+            md.push((
+                k("rope.scaling.original_context_length"),
+                V::U32(u("original_max_position_embeddings") as u32),
+            ));
+            // LongRoPE: llama.cpp's converter stores the factors as tensors and the attention
+            // factor (sqrt(1 + ln(max / original) / ln(original))) as a key
+            let rs = &cfg["rope_scaling"];
+            if rs["rope_type"].as_str() == Some("longrope") {
+                for (tensor, key) in [
+                    ("rope_factors_long.weight", "long_factor"),
+                    ("rope_factors_short.weight", "short_factor"),
+                ] {
+                    let v: Vec<f32> = rs[key]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.as_f64().unwrap() as f32)
+                        .collect();
+                    let n = v.len();
+                    let t = Tensor::from_vec(v, n, &Device::Cpu).unwrap();
+                    let q = QTensor::quantize(&t, GgmlDType::F32).unwrap();
+                    qts.push((tensor.to_string(), q));
+                }
+                let scale = u("max_position_embeddings") as f64
+                    / u("original_max_position_embeddings") as f64;
+                let orig = u("original_max_position_embeddings") as f64;
+                let attn = (1.0 + scale.ln() / orig.ln()).sqrt();
+                md.push((k("rope.scaling.attn_factor"), V::F32(attn as f32)));
+            }
+        }
+        _ => unreachable!(),
+    }
+    md.extend([
         ("tokenizer.ggml.model".into(), V::String("gpt2".into())),
         ("tokenizer.ggml.pre".into(), V::String("gpt-2".into())),
         (
@@ -254,7 +304,7 @@ pub fn llama_fixture_to_gguf(dir: &Path, out: &Path, quant: GgmlDType) {
         ("tokenizer.ggml.bos_token_id".into(), V::U32(0)),
         ("tokenizer.ggml.eos_token_id".into(), V::U32(0)),
         ("tokenizer.ggml.add_bos_token".into(), V::Bool(false)),
-    ];
+    ]);
     let md_refs: Vec<(&str, &V)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let t_refs: Vec<(&str, &QTensor)> = qts.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let mut f = std::fs::File::create(out).unwrap();

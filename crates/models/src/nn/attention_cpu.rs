@@ -12,7 +12,7 @@ use candle_core::cpu::kernels::VecOps;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, WithDType};
 use rayon::prelude::*;
 
-use crate::mask::{softmax_row, visible_keys};
+use super::mask::{softmax_row, visible_keys};
 
 /// Queries per block: the scores of one block are at most (QUERY_BLOCK, T).
 const QUERY_BLOCK: usize = 128;
@@ -22,6 +22,8 @@ const QUERY_BLOCK: usize = 128;
 /// Output: (B, T, H·D).
 pub(crate) struct CpuCausalAttention {
     pub scale: f64,
+    /// Scores become `cap · tanh(scores / cap)` before the mask (Gemma-2).
+    pub softcap: Option<f64>,
     pub sliding_window: Option<usize>,
 }
 
@@ -41,6 +43,7 @@ impl CpuCausalAttention {
         let (t, d) = (s.t, s.d);
         let n_rep = s.h / s.kv;
         let scale = T::from_f64(self.scale);
+        let softcap = self.softcap.map(T::from_f64);
         // row strides: of one position's queries, of one position's keys/values
         let (q_rs, kv_rs) = (s.h * d, s.kv * d);
         // One task per (batch row, head), each computing that head's (T, D) output.
@@ -76,7 +79,7 @@ impl CpuCausalAttention {
                     );
                     for (i, row) in sc.chunks_exact_mut(end).enumerate() {
                         let (lo, hi) = visible_keys(start + i, end, self.sliding_window);
-                        softmax_row(row, lo, hi, scale);
+                        softmax_row(row, lo, hi, scale, softcap);
                     }
                     // the scores (len, end) times the rows of v (end, D), into this head's rows
                     matmul(len, d, end, &mut out[start * d..], d, sc, end, vh, kv_rs, 1);
@@ -211,7 +214,8 @@ mod tests {
     use super::*;
     use candle_core::{DType, Device, Tensor};
 
-    /// Attention written out in f64 loops: softmax over the visible keys of q·k·scale, times v.
+    /// Attention written out in f64 loops: softmax over the visible keys of softcap(q·k·scale),
+    /// times v.
     fn naive(
         q: &[f64],
         k: &[f64],
@@ -219,6 +223,7 @@ mod tests {
         s: &Dims,
         scale: f64,
         win: Option<usize>,
+        cap: Option<f64>,
     ) -> Vec<f64> {
         let mut out = vec![0.0; s.b * s.t * s.h * s.d];
         for bi in 0..s.b {
@@ -232,7 +237,8 @@ mod tests {
                         .iter()
                         .map(|&j| {
                             let kj = &k[(kvh * s.t + j) * s.d..][..s.d];
-                            qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f64>() * scale
+                            let s = qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f64>() * scale;
+                            cap.map_or(s, |c| (s / c).tanh() * c)
                         })
                         .collect();
                     let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -251,8 +257,8 @@ mod tests {
         out
     }
 
-    /// Grouped heads, several query blocks, with and without a sliding window; f32 within 1e-5
-    /// of the f64 loops, f64 within 1e-12.
+    /// Grouped heads, several query blocks, with and without a sliding window and a softcap; f32
+    /// within 1e-5 of the f64 loops, f64 within 1e-12.
     #[test]
     fn matches_attention_written_out() {
         let dev = Device::Cpu;
@@ -268,11 +274,12 @@ mod tests {
         let k = Tensor::randn(0f64, 1.0, (s.b, s.kv, s.t, s.d), &dev).unwrap();
         let v = Tensor::randn(0f64, 1.0, (s.b, s.kv, s.t, s.d), &dev).unwrap();
         let flat = |x: &Tensor| -> Vec<f64> { x.flatten_all().unwrap().to_vec1().unwrap() };
-        for win in [None, Some(50)] {
-            let want = naive(&flat(&q), &flat(&k), &flat(&v), &s, scale, win);
+        for (win, cap) in [(None, None), (Some(50), None), (Some(50), Some(2.0))] {
+            let want = naive(&flat(&q), &flat(&k), &flat(&v), &s, scale, win, cap);
             for (dtype, tol) in [(DType::F32, 1e-5), (DType::F64, 1e-12)] {
                 let op = CpuCausalAttention {
                     scale,
+                    softcap: cap,
                     sliding_window: win,
                 };
                 // the op reads (B, T, heads, D)

@@ -1,58 +1,117 @@
 //! Causal self-attention with grouped-query heads, shared by every architecture. The differences
-//! between architectures are flags in the config: q/k/v bias (Qwen2), per-head q/k RMSNorm before
-//! RoPE (Qwen3), explicit head_dim (Qwen3), sliding window (Mistral).
+//! between architectures are in the config: separate or fused q/k/v projections (Phi-3), q/k/v
+//! and output biases (Qwen2), per-head q/k norm before RoPE (Qwen3, Gemma-3), the score scale
+//! (Gemma's `query_pre_attn_scalar`), score softcapping (Gemma-2), and a sliding window per layer
+//! (Mistral, Gemma). Batches are right-padded, so the causal mask also keeps padding out.
 
 use candle_core::{DType, Tensor};
 
-use crate::attention_cpu::CpuCausalAttention;
-use crate::config::DecoderConfig;
+use super::attention_cpu::CpuCausalAttention;
+use super::linear::Linear;
+use super::mask::causal_mask;
+use super::norm::Norm;
+use super::rope::RopeTables;
+use crate::arch::Role;
+use crate::config::{DecoderConfig, LayerKind};
 use crate::error::Result;
-use crate::layers::{Linear, RmsNorm};
-use crate::mask::causal_mask;
-use crate::rope::RopeTables;
 use crate::weights::Weights;
 
 /// Queries are processed in blocks of this many positions, so the score matrix is at most
 /// (B, H, QUERY_BLOCK, T) and keys after the block (all masked) are never multiplied.
 const QUERY_BLOCK: usize = 256;
 
+/// The q, k and v projections: three, or one fused `((H + 2·KV)·D, hidden)` projection.
+#[derive(Debug, Clone)]
+pub enum Qkv {
+    Separate { q: Linear, k: Linear, v: Linear },
+    Fused(Linear),
+}
+
 #[derive(Debug, Clone)]
 pub struct Attention {
-    pub(crate) q_proj: Linear,
-    pub(crate) k_proj: Linear,
-    pub(crate) v_proj: Linear,
+    pub(crate) qkv: Qkv,
     pub(crate) o_proj: Linear,
-    pub(crate) q_norm: Option<RmsNorm>,
-    pub(crate) k_norm: Option<RmsNorm>,
+    pub(crate) q_norm: Option<Norm>,
+    pub(crate) k_norm: Option<Norm>,
     pub(crate) num_heads: usize,
     pub(crate) num_kv_heads: usize,
     pub(crate) head_dim: usize,
+    pub(crate) scale: f64,
+    pub(crate) softcap: Option<f64>,
     pub(crate) sliding_window: Option<usize>,
 }
 
 impl Attention {
-    pub fn load(vb: &Weights, cfg: &DecoderConfig) -> Result<Self> {
+    /// `vb`: the block's weights.
+    pub fn load(vb: &Weights, cfg: &DecoderConfig, layer: &LayerKind) -> Result<Self> {
         let (h, kv, d) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
         let hidden = cfg.hidden_size;
         let (q_norm, k_norm) = if cfg.qk_norm {
             (
-                Some(RmsNorm::load(&vb.pp("q_norm"), d, cfg.rms_norm_eps)?),
-                Some(RmsNorm::load(&vb.pp("k_norm"), d, cfg.rms_norm_eps)?),
+                Some(Norm::load(vb, Role::AttnQNorm, d, cfg.norm, cfg.norm_eps)?),
+                Some(Norm::load(vb, Role::AttnKNorm, d, cfg.norm, cfg.norm_eps)?),
             )
         } else {
             (None, None)
         };
+        let bias = cfg.qkv_bias;
+        let qkv = if cfg.fused_qkv {
+            Qkv::Fused(Linear::load(
+                vb,
+                Role::AttnQkv,
+                hidden,
+                (h + 2 * kv) * d,
+                bias,
+            )?)
+        } else {
+            Qkv::Separate {
+                q: Linear::load(vb, Role::AttnQ, hidden, h * d, bias)?,
+                k: Linear::load(vb, Role::AttnK, hidden, kv * d, bias)?,
+                v: Linear::load(vb, Role::AttnV, hidden, kv * d, bias)?,
+            }
+        };
         Ok(Self {
-            q_proj: Linear::load(&vb.pp("q_proj"), hidden, h * d, cfg.qkv_bias)?,
-            k_proj: Linear::load(&vb.pp("k_proj"), hidden, kv * d, cfg.qkv_bias)?,
-            v_proj: Linear::load(&vb.pp("v_proj"), hidden, kv * d, cfg.qkv_bias)?,
-            o_proj: Linear::load(&vb.pp("o_proj"), h * d, hidden, cfg.o_bias)?,
+            qkv,
+            o_proj: Linear::load(vb, Role::AttnOut, h * d, hidden, cfg.o_bias)?,
             q_norm,
             k_norm,
             num_heads: h,
             num_kv_heads: kv,
             head_dim: d,
-            sliding_window: cfg.sliding_window,
+            scale: cfg.attn_scale,
+            softcap: cfg.attn_softcap,
+            sliding_window: layer.sliding_window,
+        })
+    }
+
+    /// The first projection, whose kernel tells which path a quantized model takes.
+    pub(crate) fn first_projection(&self) -> &Linear {
+        match &self.qkv {
+            Qkv::Separate { q, .. } => q,
+            Qkv::Fused(f) => f,
+        }
+    }
+
+    /// x: (B, T, hidden) -> q (B, T, H, D), k and v (B, T, KV, D).
+    fn project(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let (b, t, _) = x.dims3()?;
+        let (h, kv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        // (B, T, H*D) -> (B, T, H, D)
+        Ok(match &self.qkv {
+            Qkv::Separate { q, k, v } => (
+                q.forward(x)?.reshape((b, t, h, d))?,
+                k.forward(x)?.reshape((b, t, kv, d))?,
+                v.forward(x)?.reshape((b, t, kv, d))?,
+            ),
+            Qkv::Fused(f) => {
+                // (B, T, (H + 2·KV)·D) -> (B, T, H + 2·KV, D), split along the heads
+                let y = f.forward(x)?.reshape((b, t, h + 2 * kv, d))?;
+                (
+                    y.narrow(2, 0, h)?.contiguous()?,
+                    y.narrow(2, h, kv)?.contiguous()?,
+                    y.narrow(2, h + kv, kv)?.contiguous()?,
+                )
+            }
         })
     }
 
@@ -62,10 +121,7 @@ impl Attention {
         let (h, kv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let n_rep = h / kv;
 
-        // (B, T, H*D) -> (B, T, H, D)
-        let q = self.q_proj.forward(x)?.reshape((b, t, h, d))?;
-        let k = self.k_proj.forward(x)?.reshape((b, t, kv, d))?;
-        let v = self.v_proj.forward(x)?.reshape((b, t, kv, d))?;
+        let (q, k, v) = self.project(x)?;
         let q = match &self.q_norm {
             Some(n) => n.forward(&q)?,
             None => q,
@@ -74,7 +130,7 @@ impl Attention {
             Some(n) => n.forward(&k)?,
             None => k,
         };
-        let scale = 1.0 / (d as f64).sqrt();
+        let scale = self.scale;
         if x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
             // One op, no temporaries and no transposed copies (same arithmetic as below): see
             // `attention_cpu`. q, k, v stay (B, T, heads, D).
@@ -83,6 +139,7 @@ impl Attention {
                 &v.contiguous()?,
                 &CpuCausalAttention {
                     scale,
+                    softcap: self.softcap,
                     sliding_window: self.sliding_window,
                 },
             )?; // (B, T, H*D)
@@ -115,11 +172,13 @@ impl Attention {
             let kb = k.narrow(2, 0, end)?.contiguous()?; // (B, KV, end, D)
             let vb = v.narrow(2, 0, end)?.contiguous()?; // (B, KV, end, D)
                                                          // (B, KV, n_rep*L, D) x (B, KV, D, end) -> (B, KV, n_rep*L, end)
-                                                         // (B, KV, n_rep*L, D) x (B, KV, D, end) -> (B, KV, n_rep*L, end)
             let scores = (qb.matmul(&kb.t()?)? * scale)?;
-            let scores = scores
+            let mut scores = scores
                 .to_dtype(softmax_dtype)?
                 .reshape((b, kv, n_rep, len, end))?;
+            if let Some(cap) = self.softcap {
+                scores = ((scores / cap)?.tanh()? * cap)?;
+            }
             let mask = causal_mask(
                 start,
                 len,

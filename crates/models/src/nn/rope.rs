@@ -1,11 +1,13 @@
-//! Rotary position embeddings, shared by every architecture. Frequencies and tables are computed in
-//! f32 (as transformers does) and cast to the activation dtype afterwards — except for f64 models,
-//! whose tables are computed in f64 so that `--dtype f64` is float64 throughout.
+//! Rotary position embeddings, shared by every architecture: full or partial (the first `dim`
+//! dimensions of each head rotate, the rest pass through), llama3, linear and LongRoPE scaling.
+//! Frequencies and tables are computed in f32 (as transformers does) and cast to the activation
+//! dtype afterwards — except for f64 models, whose tables are computed in f64 so that
+//! `--dtype f64` is float64 throughout.
 
 use candle_core::{DType, Device, Tensor};
 use num_traits::{Float, FloatConst};
 
-use crate::config::{DecoderConfig, RopeLayout, RopeScaling};
+use crate::config::{RopeConfig, RopeLayout, RopeScaling};
 use crate::error::Result;
 
 #[derive(Debug, Clone)]
@@ -14,7 +16,18 @@ pub struct RotaryEmbedding {
     inv_freq: Vec<f32>,
     /// The same frequencies computed in f64, for f64 models.
     inv_freq_f64: Vec<f64>,
+    /// LongRoPE: the frequencies for sequences longer than this many positions, and the
+    /// factor cos and sin are multiplied by (both sets).
+    long: Option<LongFreqs>,
     layout: RopeLayout,
+}
+
+#[derive(Debug, Clone)]
+struct LongFreqs {
+    after: usize,
+    inv_freq: Vec<f32>,
+    inv_freq_f64: Vec<f64>,
+    attention_factor: f64,
 }
 
 /// cos/sin tables for one forward pass: (T, rope_dim / 2) each, in the activation dtype.
@@ -29,21 +42,53 @@ pub struct RopeTables {
 
 impl RotaryEmbedding {
     /// `freq_factors` (llama.cpp `rope_freqs`) divide the frequencies when present.
-    pub fn new(cfg: &DecoderConfig, freq_factors: Option<&[f32]>) -> Self {
+    pub fn new(cfg: &RopeConfig, freq_factors: Option<&[f32]>) -> Self {
+        let long = match &cfg.scaling {
+            RopeScaling::LongRope {
+                long_factor,
+                original_max_position_embeddings,
+                attention_factor,
+                ..
+            } => Some(LongFreqs {
+                after: *original_max_position_embeddings,
+                inv_freq: inverse_frequencies::<f32>(cfg, Some(long_factor), freq_factors),
+                inv_freq_f64: inverse_frequencies::<f64>(cfg, Some(long_factor), freq_factors),
+                attention_factor: *attention_factor,
+            }),
+            _ => None,
+        };
+        let short = match &cfg.scaling {
+            RopeScaling::LongRope { short_factor, .. } => Some(short_factor.as_slice()),
+            _ => None,
+        };
         Self {
-            inv_freq: inverse_frequencies::<f32>(cfg, freq_factors),
-            inv_freq_f64: inverse_frequencies::<f64>(cfg, freq_factors),
-            layout: cfg.rope_layout,
+            inv_freq: inverse_frequencies::<f32>(cfg, short, freq_factors),
+            inv_freq_f64: inverse_frequencies::<f64>(cfg, short, freq_factors),
+            long,
+            layout: cfg.layout,
         }
     }
 
-    /// Tables for positions `0..seq_len`.
+    /// Tables for positions `0..seq_len`. LongRoPE picks its frequencies by `seq_len`, as
+    /// transformers does by the largest position of the batch.
     pub fn tables(&self, seq_len: usize, dtype: DType, device: &Device) -> Result<RopeTables> {
-        let (cos, sin) = if dtype == DType::F64 {
-            cos_sin(&self.inv_freq_f64, seq_len, device)?
-        } else {
-            cos_sin(&self.inv_freq, seq_len, device)?
+        let (inv, inv64, factor) = match &self.long {
+            Some(l) if seq_len > l.after => {
+                (&l.inv_freq, &l.inv_freq_f64, Some(l.attention_factor))
+            }
+            Some(l) => (&self.inv_freq, &self.inv_freq_f64, Some(l.attention_factor)),
+            None => (&self.inv_freq, &self.inv_freq_f64, None),
         };
+        let (mut cos, mut sin) = if dtype == DType::F64 {
+            cos_sin(inv64, seq_len, device)?
+        } else {
+            cos_sin(inv, seq_len, device)?
+        };
+        if let Some(f) = factor {
+            // transformers: `emb.cos() * attention_scaling` in f32 (f64 for f64 models)
+            cos = (cos * f)?;
+            sin = (sin * f)?;
+        }
         let (cos, sin) = (cos.to_dtype(dtype)?, sin.to_dtype(dtype)?);
         Ok(RopeTables {
             cos,
@@ -61,6 +106,12 @@ impl RopeTables {
     /// are one row of pairs, rotated by the (T, D/2) table repeated once per head.
     pub fn apply_thd(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, h, d) = x.dims4()?;
+        let rot = self.rotated_dims();
+        if rot < d {
+            // partial rotary: the first `rot` dimensions rotate, the rest pass through
+            let r = self.apply_thd(&x.narrow(3, 0, rot)?)?;
+            return Ok(Tensor::cat(&[&r, &x.narrow(3, rot, d - rot)?], 3)?);
+        }
         let x = x.contiguous()?;
         let out = match self.layout {
             RopeLayout::Half => candle_nn::rotary_emb::rope_thd(&x, &self.cos, &self.sin)?,
@@ -87,8 +138,19 @@ impl RopeTables {
         Ok((cos, sin))
     }
 
+    /// Dimensions of each head that rotate.
+    fn rotated_dims(&self) -> usize {
+        2 * self.cos.dim(1).unwrap_or(0)
+    }
+
     /// x: (B, H, T, D) -> rotated, same shape.
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        let d = x.dim(3)?;
+        let rot = self.rotated_dims();
+        if rot < d {
+            let r = self.apply(&x.narrow(3, 0, rot)?)?;
+            return Ok(Tensor::cat(&[&r, &x.narrow(3, rot, d - rot)?], 3)?);
+        }
         let x = x.contiguous()?;
         let out = match self.layout {
             RopeLayout::Half => candle_nn::rotary_emb::rope(&x, &self.cos, &self.sin)?,
@@ -98,25 +160,38 @@ impl RopeTables {
     }
 }
 
-/// transformers' `1 / base ** (arange(0, dim, 2) / dim)`, llama3-scaled and divided by llama.cpp's
-/// `rope_freqs` where present, in the float type `F`.
+/// transformers' `1 / base ** (arange(0, dim, 2) / dim)` (`1 / (ext · base ** ...)` with
+/// LongRoPE's `ext` factors), llama3- or linear-scaled, and divided by llama.cpp's `rope_freqs`
+/// where present, in the float type `F`.
 fn inverse_frequencies<F: Float + FloatConst>(
-    cfg: &DecoderConfig,
+    cfg: &RopeConfig,
+    ext_factors: Option<&[f64]>,
     freq_factors: Option<&[f32]>,
 ) -> Vec<F> {
     let f = |x: f64| F::from(x).expect("a float type holds f64 constants");
-    let dim = cfg.rope_dim;
-    let base = f(cfg.rope_theta);
+    let dim = cfg.dim;
+    let base = f(cfg.theta);
     let mut inv_freq: Vec<F> = (0..dim)
         .step_by(2)
-        .map(|i| F::one() / base.powf(f(i as f64) / f(dim as f64)))
+        .enumerate()
+        .map(|(j, i)| {
+            let ext = ext_factors
+                .and_then(|e| e.get(j))
+                .map_or(F::one(), |&e| f(e));
+            F::one() / (ext * base.powf(f(i as f64) / f(dim as f64)))
+        })
         .collect();
+    if let RopeScaling::Linear { factor } = cfg.scaling {
+        for x in &mut inv_freq {
+            *x = *x / f(factor);
+        }
+    }
     if let RopeScaling::Llama3 {
         factor,
         low_freq_factor,
         high_freq_factor,
         original_max_position_embeddings,
-    } = cfg.rope_scaling
+    } = cfg.scaling
     {
         inv_freq = llama3_inv_freq(
             &inv_freq,
@@ -216,6 +291,7 @@ mod tests {
                 .map(|i| 1.0 / 100f32.powf(2.0 * i as f32 / d as f32))
                 .collect(),
             inv_freq_f64: Vec::new(),
+            long: None,
             layout: RopeLayout::Half,
         };
         let half = rope.tables(t, DType::F32, &dev)?.apply(&x)?;

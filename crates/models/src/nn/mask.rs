@@ -35,9 +35,10 @@ pub(crate) fn visible_keys(
     (lo.min(hi), hi)
 }
 
-/// One row of `softmax(scores * scale + mask)` where the mask is 0 on keys `lo..hi` and -inf
-/// elsewhere, in place, with the arithmetic (and summation order) of candle's composed ops.
-pub(crate) fn softmax_row<T>(row: &mut [T], lo: usize, hi: usize, scale: T)
+/// One row of `softmax(softcap(scores * scale) + mask)` where the mask is 0 on keys `lo..hi` and
+/// -inf elsewhere and `softcap(s) = cap · tanh(s / cap)` (identity without a cap), in place, with
+/// the arithmetic (and summation order) of candle's composed ops.
+pub(crate) fn softmax_row<T>(row: &mut [T], lo: usize, hi: usize, scale: T, softcap: Option<T>)
 where
     T: candle_core::cpu::kernels::VecOps + num_traits::Float,
 {
@@ -51,6 +52,11 @@ where
     row[hi..].fill(T::neg_infinity());
     for s in &mut row[lo..hi] {
         *s *= scale;
+    }
+    if let Some(cap) = softcap {
+        for s in &mut row[lo..hi] {
+            *s = (*s / cap).tanh() * cap;
+        }
     }
     let mut max = T::neg_infinity();
     // SAFETY: `row` holds k > 0 elements (lo < hi <= k).
