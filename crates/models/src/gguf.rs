@@ -148,7 +148,7 @@ impl<'a> Meta<'a> {
 
 /// (tokenizer, add_bos_token) from `tokenizer.ggml.*`; with `tokenizer_json`, that file is used
 /// after checking that its vocabulary equals the GGUF one.
-pub(crate) fn tokenizer(
+pub fn tokenizer(
     path: &Path,
     content: &Content,
     tokenizer_json: Option<&PathBuf>,
@@ -182,9 +182,10 @@ pub(crate) fn tokenizer(
             let tok = TextTokenizer::from_gguf_bpe(path, &tokens, &merges, types.as_deref(), pre)?;
             Ok((tok, add_bos))
         }
+        Some("llama") => Ok((TextTokenizer::from_gguf_spm(path, content)?, add_bos)),
         Some(other) => Err(m.err(
             "tokenizer.ggml.model",
-            format!("tokenizer model `{other}` is not supported (only gpt2 byte-level BPE); pass the model's tokenizer.json"),
+            format!("tokenizer model `{other}` is not supported (only gpt2 byte-level BPE and llama SentencePiece); pass the model's tokenizer.json"),
         )),
         None => Err(m.err("tokenizer.ggml.model", "missing; pass the model's tokenizer.json")),
     }

@@ -1,7 +1,13 @@
 //! Text tokenizer: a `tokenizers::Tokenizer` loaded from `tokenizer.json`, or rebuilt from GGUF
-//! metadata (byte-level BPE with llama.cpp's pre-tokenizer regexes).
+//! metadata (byte-level BPE with llama.cpp's pre-tokenizer regexes), or a GGUF SentencePiece
+//! vocabulary encoded as llama.cpp does ([`spm`]).
+
+pub mod spm;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::quantized::gguf_file::Content;
 
 use sha2::{Digest, Sha256};
 use tokenizers::models::bpe::BPE;
@@ -11,6 +17,7 @@ use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
 
 use crate::error::{ModelError, Result};
+use spm::SpmTokenizer;
 
 /// Token ids with their byte spans in the encoded text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,8 +30,14 @@ pub struct Encoded {
 
 #[derive(Clone)]
 pub struct TextTokenizer {
-    inner: Tokenizer,
+    backend: Backend,
     source: PathBuf,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Hf(Box<Tokenizer>),
+    Spm(Arc<SpmTokenizer>),
 }
 
 impl std::fmt::Debug for TextTokenizer {
@@ -56,13 +69,25 @@ impl TextTokenizer {
             message: e.to_string(),
         })?;
         Ok(Self {
-            inner,
+            backend: Backend::Hf(Box::new(inner)),
             source: path.to_path_buf(),
         })
     }
 
     pub fn from_tokenizer(inner: Tokenizer, source: PathBuf) -> Self {
-        Self { inner, source }
+        Self {
+            backend: Backend::Hf(Box::new(inner)),
+            source,
+        }
+    }
+
+    /// A SentencePiece tokenizer from GGUF `tokenizer.ggml.*` metadata (`tokenizer.ggml.model` =
+    /// "llama"), encoding as llama.cpp does.
+    pub fn from_gguf_spm(path: &Path, content: &Content) -> Result<Self> {
+        Ok(Self {
+            backend: Backend::Spm(Arc::new(SpmTokenizer::from_gguf(path, content)?)),
+            source: path.to_path_buf(),
+        })
     }
 
     /// Where this tokenizer was read from.
@@ -70,14 +95,21 @@ impl TextTokenizer {
         &self.source
     }
 
-    pub fn inner(&self) -> &Tokenizer {
-        &self.inner
+    /// The `tokenizers` object, for tokenizers that are one (not GGUF SentencePiece).
+    pub fn inner(&self) -> Option<&Tokenizer> {
+        match &self.backend {
+            Backend::Hf(t) => Some(t),
+            Backend::Spm(_) => None,
+        }
     }
 
     /// Token ids WITHOUT special tokens added, with byte spans into `text`.
     pub fn encode(&self, text: &str) -> Result<Encoded> {
-        let enc = self
-            .inner
+        let inner = match &self.backend {
+            Backend::Hf(t) => t,
+            Backend::Spm(s) => return s.encode(text),
+        };
+        let enc = inner
             .encode(text, false)
             .map_err(|e| ModelError::Encode(e.to_string()))?;
         Ok(Encoded {
@@ -88,8 +120,11 @@ impl TextTokenizer {
 
     /// Ids with special tokens added as the tokenizer's post-processor would (e.g. BOS).
     pub fn encode_with_special(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
+        let inner = match &self.backend {
+            Backend::Hf(t) => t,
+            Backend::Spm(s) => return s.encode_with_special(text),
+        };
+        let enc = inner
             .encode(text, true)
             .map_err(|e| ModelError::Encode(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
@@ -97,19 +132,30 @@ impl TextTokenizer {
 
     /// Human-readable text of one token (decoded; the raw vocab entry if decoding fails).
     pub fn token_text(&self, id: u32) -> String {
-        match self.inner.decode(&[id], false) {
+        let inner = match &self.backend {
+            Backend::Hf(t) => t,
+            Backend::Spm(s) => return s.token_text(id),
+        };
+        match inner.decode(&[id], false) {
             Ok(s) if !s.is_empty() => s,
-            _ => self.inner.id_to_token(id).unwrap_or_default(),
+            _ => inner.id_to_token(id).unwrap_or_default(),
         }
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
-        self.inner.token_to_id(token)
+        match &self.backend {
+            Backend::Hf(t) => t.token_to_id(token),
+            Backend::Spm(s) => s.token_to_id(token),
+        }
     }
 
     /// Number of ids the tokenizer can produce: 1 + the largest id, added tokens included.
     pub fn vocab_size(&self) -> usize {
-        self.inner
+        let inner = match &self.backend {
+            Backend::Hf(t) => t,
+            Backend::Spm(s) => return s.vocab_size(),
+        };
+        inner
             .get_vocab(true)
             .values()
             .map(|&id| id as usize + 1)
@@ -119,7 +165,11 @@ impl TextTokenizer {
 
     /// Vocabulary (added tokens included) as a list indexed by id; holes are empty strings.
     pub fn vocab_by_id(&self) -> Vec<String> {
-        let vocab = self.inner.get_vocab(true);
+        let inner = match &self.backend {
+            Backend::Hf(t) => t,
+            Backend::Spm(s) => return s.pieces().to_vec(),
+        };
+        let vocab = inner.get_vocab(true);
         let mut out = vec![String::new(); self.vocab_size()];
         for (tok, id) in vocab {
             out[id as usize] = tok;
@@ -129,7 +179,10 @@ impl TextTokenizer {
 
     /// BPE merges as "left right" strings (empty for other models).
     pub fn merges(&self) -> Vec<String> {
-        let Ok(v) = serde_json::to_value(self.inner.get_model()) else {
+        let Backend::Hf(inner) = &self.backend else {
+            return Vec::new();
+        };
+        let Ok(v) = serde_json::to_value(inner.get_model()) else {
             return Vec::new();
         };
         v.get("merges")
@@ -151,7 +204,8 @@ impl TextTokenizer {
             .unwrap_or_default()
     }
 
-    /// SHA-256 (hex) of the vocabulary (by id) and merges: equal for two models that tokenize alike.
+    /// SHA-256 (hex) of the vocabulary (by id) and merges, and for SentencePiece the scores and
+    /// token types (they decide the merges): equal for two models that tokenize alike.
     pub fn fingerprint(&self) -> String {
         let mut h = Sha256::new();
         for (id, tok) in self.vocab_by_id().iter().enumerate() {
@@ -161,6 +215,12 @@ impl TextTokenizer {
         for m in self.merges() {
             h.update(m.as_bytes());
             h.update(b"\n");
+        }
+        if let Backend::Spm(s) = &self.backend {
+            h.update(b"--spm scores and types--\n");
+            for (score, ty) in s.scores().iter().zip(s.token_types()) {
+                h.update(format!("{:08x}\t{ty}\n", score.to_bits()).as_bytes());
+            }
         }
         hex::encode(h.finalize())
     }
@@ -235,7 +295,7 @@ impl TextTokenizer {
             tok.add_tokens(&user);
         }
         Ok(Self {
-            inner: tok,
+            backend: Backend::Hf(Box::new(tok)),
             source: source.to_path_buf(),
         })
     }
