@@ -240,11 +240,12 @@ pod() { # pod INDEX|- LOGFILE [extra flags...]
     exec "${e[@]}" "${cmd[@]}" "$@" >>"$logf" 2>&1
 }
 shard_dir() { printf '%s/shard-%05d-of-%05d' "$out_local" "$1" "$shards"; }
-mid_run() {
+mid_run() { # a checkpoint past the shard's first window (ids count from the corpus start), no summary
     local d
     d="$(shard_dir "$1")"
     [[ -f "$d/checkpoint.json" && ! -f "$d/summary.json" ]] &&
-        python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); sys.exit(not (c["windows_done"] > 0 and not c["complete"]))' "$d/checkpoint.json" 2>/dev/null
+        python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); sys.exit(not (c["windows_done"] > int(sys.argv[2]) and not c["complete"]))' \
+            "$d/checkpoint.json" "$(($1 * windows_total / shards))" 2>/dev/null
 }
 wait_mid_run() { # wait_mid_run INDEX PID
     local t=0
@@ -259,6 +260,7 @@ tree_sum() { (cd "$1" && find . -type f ! -name .surprisal.lock -exec sha256sum 
 
 log "unsharded reference"
 "${ref_cmd[@]}" --out "$work/ref" >"$work/ref.log" 2>&1 || fail "the unsharded run failed: $(tail -n 3 "$work/ref.log")"
+windows_total="$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["windows"])' "$work/ref/summary.json")"
 
 # a pod without an index must not run (nor guess index 0)
 if (pod - "$work/noindex.log"); then
