@@ -132,6 +132,7 @@ fn top_kl_table(positions: &[TopKlPosition]) -> String {
     out
 }
 
+#[allow(clippy::items_after_test_module)] // print_merged sits below the tests
 #[cfg(test)]
 mod tests {
     use super::*;
