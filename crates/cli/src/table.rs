@@ -132,7 +132,6 @@ fn top_kl_table(positions: &[TopKlPosition]) -> String {
     out
 }
 
-#[allow(clippy::items_after_test_module)] // print_merged sits below the tests
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -171,7 +171,6 @@ macro_rules! record {
         }
 
         impl $crate::output::records::Record for $name {
-            #[allow(clippy::vec_init_then_push)] // a field list from the macro: one push per field
             fn fields() -> Vec<arrow_schema::Field> {
                 #[allow(unused_mut)]
                 let mut f: Vec<arrow_schema::Field> = Vec::new();
