@@ -172,4 +172,3 @@ mod tests {
         assert_eq!(top_kl_table(&[]), "");
     }
 }
-

@@ -198,7 +198,9 @@ fn a_shard_killed_with_sigkill_resumes_and_merges_to_the_unsharded_run() {
     let part = shard1.join("tokens.parts/part-000001.jsonl");
     let outcome = loop {
         if let Some(status) = child.try_wait().unwrap() {
-            break Err(format!("shard 1 finished ({status}) before it could be killed; use more data"));
+            break Err(format!(
+                "shard 1 finished ({status}) before it could be killed; use more data"
+            ));
         }
         if part.exists() {
             child.kill().unwrap(); // SIGKILL
