@@ -82,7 +82,9 @@ impl<R: RowKind> RunDir<R> {
                         std::fs::remove_file(&p).map_err(|e| RunError::io(&p, e))?;
                     }
                 }
-                Checkpoint::new(fp.clone(), first_window, now_rfc3339())
+                let ck = Checkpoint::new(fp.clone(), first_window, now_rfc3339());
+                ck.save(path)?; // mark the directory as holding this run right away
+                ck
             }
         };
         let rows = RowSink::open(path, opts.rows, ck.row_parts, ck.rows_written)?;
