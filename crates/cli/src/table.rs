@@ -132,6 +132,21 @@ fn top_kl_table(positions: &[TopKlPosition]) -> String {
     out
 }
 
+/// What `surprisal merge` wrote.
+pub fn print_merged(m: &surprisal_runner::merge::Merged) {
+    println!(
+        "merged {} {} shards: {} tokens scored",
+        m.shards, m.mode, m.tokens_scored
+    );
+    println!("summary: {}", m.summary_path.display());
+    if let Some(p) = &m.rows_path {
+        println!("tokens:  {}", p.display());
+    }
+    if let Some(p) = &m.words_path {
+        println!("words:   {}", p.display());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,20 +170,5 @@ mod tests {
             "{t}"
         );
         assert_eq!(top_kl_table(&[]), "");
-    }
-}
-
-/// What `surprisal merge` wrote.
-pub fn print_merged(m: &surprisal_runner::merge::Merged) {
-    println!(
-        "merged {} {} shards: {} tokens scored",
-        m.shards, m.mode, m.tokens_scored
-    );
-    println!("summary: {}", m.summary_path.display());
-    if let Some(p) = &m.rows_path {
-        println!("tokens:  {}", p.display());
-    }
-    if let Some(p) = &m.words_path {
-        println!("words:   {}", p.display());
     }
 }

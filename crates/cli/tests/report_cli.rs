@@ -383,6 +383,13 @@ fn bad_run_directories_fail_with_one_line_naming_the_path() {
         None,
         &[s(&unfinished), "unfinished run"],
     );
+    let sharded = tmp.path().join("sharded");
+    std::fs::create_dir_all(sharded.join("shard-00000-of-00002")).unwrap();
+    assert_clean_error(
+        &run(&["report", s(&sharded), "-o", o]),
+        None,
+        &[s(&sharded), "surprisal merge"],
+    );
     // a finished run whose summary has another schema version
     let old = tmp.path().join("old");
     support::copy_dir(&runs().eval, &old);

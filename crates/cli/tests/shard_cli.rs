@@ -195,21 +195,25 @@ fn a_shard_killed_with_sigkill_resumes_and_merges_to_the_unsharded_run() {
         .spawn()
         .unwrap();
     let t0 = Instant::now();
-    let mut killed = false;
-    while t0.elapsed() < Duration::from_secs(60) {
+    let part = shard1.join("tokens.parts/part-000001.jsonl");
+    let outcome = loop {
         if let Some(status) = child.try_wait().unwrap() {
-            panic!("shard 1 finished ({status}) before it could be killed; use more data");
+            break Err(format!(
+                "shard 1 finished ({status}) before it could be killed; use more data"
+            ));
         }
-        let part = shard1.join("tokens.parts/part-000001.jsonl");
         if part.exists() {
             child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
-            killed = true;
-            break;
+            break Ok(());
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            break Err("no checkpoint within 60 s".to_string());
         }
         std::thread::sleep(Duration::from_millis(5));
-    }
-    assert!(killed, "no checkpoint within 60 s");
+    };
+    child.wait().unwrap();
+    outcome.unwrap();
     let ck = read_json(&shard1.join("checkpoint.json"));
     assert_eq!(ck["complete"], false);
     // merge refuses the unfinished shard, naming it

@@ -47,10 +47,17 @@ impl Default for Options {
 
 /// Loads every directory (in order) and renders the page.
 pub fn build(dirs: &[PathBuf], opts: &Options) -> Result<String> {
-    let runs = dirs
+    let mut runs = dirs
         .iter()
         .map(|d| run::load(d, opts.words))
         .collect::<Result<Vec<_>>>()?;
+    // directories of the same name (a/run, b/run) are told apart by their paths
+    let labels: Vec<String> = runs.iter().map(|r| r.label.clone()).collect();
+    for r in &mut runs {
+        if labels.iter().filter(|l| **l == r.label).count() > 1 {
+            r.label = r.dir.display().to_string();
+        }
+    }
     if opts.words && runs.iter().all(|r| r.words.is_empty()) {
         let dir = dirs.first().map_or_else(PathBuf::new, PathBuf::clone);
         return Err(ReportError::new(

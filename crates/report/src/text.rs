@@ -184,3 +184,64 @@ fn boundary(out: &mut Vec<Span>, prev: Option<(u64, u64)>, doc: u64, start: u64)
 pub fn vocabulary(rows: &[TokenRow]) -> HashMap<u32, String> {
     rows.iter().map(|r| (r.token_id, r.token.clone())).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(doc: u64, start: u64, token: &str, nll: f64, top1_id: u32) -> TokenRow {
+        TokenRow {
+            doc,
+            index: start,
+            token_id: (doc * 100 + start) as u32,
+            token: token.into(),
+            byte_start: start,
+            byte_end: start + token.len() as u64,
+            nll_nats: nll,
+            entropy_nats: 1.0,
+            varentropy_nats2: 0.5,
+            top1_id,
+            top1_prob: 0.25,
+            target_rank: 3,
+            context_len: 4,
+        }
+    }
+
+    #[test]
+    fn classes_follow_the_scale_and_unscored_text_gets_a_marker() {
+        assert_eq!(class_of(Some(0.0)), "c0");
+        assert_eq!(
+            class_of(Some(TEXT_MAX_NATS * 0.5)),
+            format!("c{}", COLOR_STEPS / 2)
+        );
+        assert_eq!(class_of(Some(1e9)), format!("c{}", COLOR_STEPS - 1));
+        assert_eq!(class_of(Some(f64::NAN)), "cx");
+        // "ab" at 0..2, then a gap (2..5 not scored), then a new document
+        let rows = [
+            row(0, 0, "ab", 0.0, 0),
+            row(0, 5, "c", 3.0, 0),
+            row(1, 0, "d", 12.0, 99),
+        ];
+        let vocab = vocabulary(&rows);
+        let spans = token_spans(&rows, &[], &vocab, 10);
+        let classes: Vec<&str> = spans.iter().map(|s| s.class.as_str()).collect();
+        assert_eq!(classes, ["c0", "gap", "c9", "doc", "c31"]);
+        assert_eq!(spans[1].tip, "3 bytes not scored");
+        assert!(
+            spans[0].tip.contains("top-1 the token itself"),
+            "{}",
+            spans[0].tip
+        );
+        assert!(
+            spans[2].tip.contains("top-1 \"ab\" (p 0.250)"),
+            "{}",
+            spans[2].tip
+        );
+        assert!(spans[4].tip.contains("top-1 id 99"), "{}", spans[4].tip);
+        assert_eq!(
+            token_spans(&rows, &[], &vocab, 1).len(),
+            1,
+            "--tokens limits the spans"
+        );
+    }
+}

@@ -49,9 +49,11 @@ fn refuse(msg: String) -> RunError {
 fn shard_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut found: BTreeMap<u64, PathBuf> = BTreeMap::new();
     let mut count: Option<(u64, PathBuf)> = None;
-    let entries = std::fs::read_dir(dir).map_err(|e| RunError::io(dir, e))?;
+    let mut entries = std::fs::read_dir(dir)
+        .and_then(|rd| rd.collect::<std::io::Result<Vec<_>>>())
+        .map_err(|e| RunError::io(dir, e))?;
+    entries.sort_by_key(|e| e.file_name());
     for entry in entries {
-        let entry = entry.map_err(|e| RunError::io(dir, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if !name.starts_with("shard-") || !entry.path().is_dir() {
             continue;
@@ -66,9 +68,9 @@ fn shard_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
         match &count {
             Some((m, first)) if *m != n => {
                 return Err(refuse(format!(
-                    "{} is one of {n} shards but {} is one of {m}",
-                    path.display(),
-                    first.display()
+                    "different shard counts: {} is one of {m} shards, {} is one of {n} shards",
+                    first.display(),
+                    path.display()
                 )))
             }
             Some(_) => {}

@@ -440,3 +440,49 @@ fn a_second_writer_is_refused_with_the_holders_pid() {
     drop(held);
     s.run(&s.opts(dir.path()), &mut NoProgress).unwrap();
 }
+
+#[test]
+fn summary_json_reads_back_into_the_type_that_wrote_it() {
+    use surprisal_metrics::EvalSummary;
+    use surprisal_runner::{CompareReport, SummaryFile};
+    for mode in [Mode::Eval, Mode::Compare] {
+        let s = Setup {
+            mode,
+            protocol: proto(ProtocolKind::Sliding, 16, 8, BosMode::Never),
+            rows: RowsFormat::Jsonl,
+            batch: 2,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        s.run(&s.opts(dir.path()), &mut NoProgress).unwrap();
+        let p = dir.path().join("summary.json");
+        let text = std::fs::read_to_string(&p).unwrap();
+        // read, write again: the same bytes
+        let again = match mode {
+            Mode::Eval => {
+                let f = SummaryFile::<EvalSummary>::read(&p).unwrap();
+                assert_eq!(f.schema_version, 2);
+                assert!(f.metrics.tokens_scored > 0);
+                serde_json::to_string_pretty(&f).unwrap()
+            }
+            Mode::Compare => {
+                let f = SummaryFile::<CompareReport>::read(&p).unwrap();
+                assert!(!f.metrics.top_kl_positions.is_empty());
+                serde_json::to_string_pretty(&f).unwrap()
+            }
+        };
+        assert_eq!(again + "\n", text, "{mode:?}");
+        // another layout version is refused, naming the file
+        std::fs::write(
+            &p,
+            text.replace("\"schema_version\": 2", "\"schema_version\": 1"),
+        )
+        .unwrap();
+        let e = SummaryFile::<EvalSummary>::read(&p)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("schema_version 1") && e.contains("summary.json"),
+            "{e}"
+        );
+    }
+}

@@ -172,14 +172,13 @@ macro_rules! record {
 
         impl $crate::output::records::Record for $name {
             fn fields() -> Vec<arrow_schema::Field> {
-                #[allow(unused_mut)]
                 let mut f: Vec<arrow_schema::Field> = Vec::new();
                 $( f.extend(<$bty as $crate::output::records::Record>::fields()); let _ = stringify!($base); )?
-                $( f.push(arrow_schema::Field::new(
+                f.extend([$( arrow_schema::Field::new(
                     stringify!($field),
                     <$fty as $crate::output::records::Column>::DATA_TYPE,
                     <$fty as $crate::output::records::Column>::NULLABLE,
-                )); )*
+                ), )*]);
                 f
             }
             fn columns<'a>(rows: &[&'a Self], out: &mut Vec<arrow_array::ArrayRef>)
