@@ -1,7 +1,8 @@
 //! Parity of `surprisal eval` on Gemma-3 270M (Q4_K_M GGUF) with its peers on WikiText-2 raw test,
 //! against the numbers committed in `crates/runner/tests/data/peers/`:
 //!
-//! * `gemma3_chunks_c512_16_quantized_within_0_1_percent_of_llama_perplexity`: `--protocol chunks
+//! * `gemma3_chunks_c512_16_quantized_within_0_1_percent_of_llama_perplexity` (ignored: fails by
+//!   +0.147 %, see its comment): `--protocol chunks
 //!   --window 512 --max-chunks 16` (BOS from the GGUF: add_bos_token = true) with the quantized
 //!   kernels vs `llama-perplexity -c 512 --chunks 16 --flash-attn off`
 //!   (`scripts/ref_gemma3_llamacpp.sh`): the same number of scored tokens, perplexity within 0.1 %;
@@ -111,8 +112,11 @@ fn eval(args: &[&str]) -> (Value, Vec<Value>, f64) {
     (summary, rows, secs)
 }
 
+/// Known gap (2026-12-07, docs/parity.md): PPL 20.5003 vs 20.4703 (+0.147 %), chunks between
+/// −1.33 % and +1.05 %; the same ids are scored (checked), so the difference is in the quantized
+/// Gemma-3 forward pass, not the protocol. Also ~10 min of CPU on 2 cores.
 #[test]
-#[ignore = "needs gemma3 architecture support in crates/models (branch arch)"]
+#[ignore = "fails: +0.147 % vs llama-perplexity -fa off (limit 0.1 %); quantized Gemma-3 path not llama.cpp-exact yet"]
 fn gemma3_chunks_c512_16_quantized_within_0_1_percent_of_llama_perplexity() {
     let peer = peer("gemma3_llamacpp_wikitext_c512_chunks16.json");
     let chunks = u(&peer["n_chunks"]) as usize;
@@ -166,8 +170,9 @@ fn gemma3_chunks_c512_16_quantized_within_0_1_percent_of_llama_perplexity() {
     );
 }
 
+/// 2026-12-07: PPL 15.975491 vs 15.975490 (rel +6.8e-8), per-token mean |Δ| 3.6e-6, max 8.6e-5;
+/// 77 s of CPU.
 #[test]
-#[ignore = "needs gemma3 architecture support in crates/models (branch arch)"]
 fn gemma3_sliding_w1024_s512_t4096_dequantized_matches_transformers() {
     let peer = peer("gemma3_transformers_wikitext_sliding_w1024_s512_t4096.json");
     let (s, rows, secs) = eval(&[
