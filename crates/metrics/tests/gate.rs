@@ -57,7 +57,11 @@ fn paired_and_unpaired_deltas_match_numpy() {
         assert_eq!(n as usize, b.len());
         let num = |k: &str| case[k].as_f64().unwrap();
         close(paired.delta_nats, num("paired_delta_nll_nats"), name);
-        close(paired.stderr_nats, num("paired_delta_nll_nats_stderr"), name);
+        close(
+            paired.stderr_nats,
+            num("paired_delta_nll_nats_stderr"),
+            name,
+        );
         let unpaired = DeltaEstimate::unpaired(
             num("baseline_mean_nll_nats"),
             num("baseline_mean_nll_nats_stderr"),
@@ -65,7 +69,11 @@ fn paired_and_unpaired_deltas_match_numpy() {
             num("candidate_mean_nll_nats_stderr"),
         );
         close(unpaired.delta_nats, num("unpaired_delta_nll_nats"), name);
-        close(unpaired.stderr_nats, num("unpaired_delta_nll_nats_stderr"), name);
+        close(
+            unpaired.stderr_nats,
+            num("unpaired_delta_nll_nats_stderr"),
+            name,
+        );
         // the point of pairing: per-token difficulty cancels
         assert!(paired.stderr_nats < unpaired.stderr_nats / 5.0, "{name}");
         for ub in case["upper_bounds"].as_array().unwrap() {
