@@ -14,7 +14,8 @@
 //!   against a reference, typically the baseline's model); a regression when the upper bound of its
 //!   mean KL(reference ‖ model) exceeds the limit.
 //! * `top1_agreement` (with `min_top1_agreement`): same source; a regression when the lower bound
-//!   of the agreement (`se = √(a(1 − a)/(N − 1))`) is below the limit.
+//!   of the agreement (`se = √(a(1 − a)/(N − 1))`, the bound clamped to `[0, 1]`) is below the
+//!   limit.
 //!
 //! Every gate asks for confidence that the candidate is within its limit, so a noisy run can fail a
 //! gate whose point estimate passes; the report shows both. Reports: [`markdown`], [`junit`].
@@ -172,7 +173,7 @@ pub struct GateCheck {
     pub limit: Limit,
     /// Whether the bound is within the threshold.
     pub passed: bool,
-    /// What the standard error is (`paired stderr over 602 tokens`, …).
+    /// What the standard error is (`paired over 602 tokens`, `unpaired`, …).
     pub stderr_kind: String,
 }
 
@@ -189,6 +190,12 @@ impl GateCheck {
         let bound = match limit {
             Limit::AtMost => surprisal_metrics::upper_bound(estimate, stderr, confidence),
             Limit::AtLeast => lower_bound(estimate, stderr, confidence),
+        };
+        // a proportion's normal-approximation bound can leave [0, 1] near its ends
+        let bound = if name == "top1_agreement" {
+            bound.clamp(0.0, 1.0)
+        } else {
+            bound
         };
         if !bound.is_finite() {
             return Err(RunError::Gate(format!(
@@ -212,7 +219,7 @@ impl GateCheck {
         })
     }
 
-    /// One line: `delta_nll_nats = 0.0123 (paired stderr 0.0011 over 602 tokens); upper 99% bound
+    /// One line: `delta_nll_nats = 0.0123 (stderr 0.0011, paired over 602 tokens); upper 99% bound
     /// 0.0149 > max 0.002: REGRESSION`.
     pub fn message(&self, confidence: f64) -> String {
         let (side, cmp, lim) = match (self.limit, self.passed) {
@@ -222,11 +229,11 @@ impl GateCheck {
             (Limit::AtLeast, false) => ("lower", "<", "min"),
         };
         format!(
-            "{} = {} ({} {}); {side} {} bound {} {cmp} {lim} {}: {}",
+            "{} = {} (stderr {}, {}); {side} {} bound {} {cmp} {lim} {}: {}",
             self.name,
             self.estimate,
-            self.stderr_kind,
             self.stderr,
+            self.stderr_kind,
             percent(confidence),
             self.bound,
             self.threshold,
@@ -363,8 +370,8 @@ pub fn run_gate(baseline: &Path, candidate: &Path, config: &GateConfig) -> Resul
     }
 
     let stderr_kind = match &pairing {
-        Pairing::Paired { tokens } => format!("paired stderr over {tokens} tokens"),
-        Pairing::Unpaired { .. } => "unpaired stderr".to_string(),
+        Pairing::Paired { tokens } => format!("paired over {tokens} tokens"),
+        Pairing::Unpaired { .. } => "unpaired".to_string(),
     };
     let mut checks = vec![GateCheck::new(
         "delta_nll_nats",
@@ -393,7 +400,7 @@ pub fn run_gate(baseline: &Path, candidate: &Path, config: &GateConfig) -> Resul
                 max,
                 Limit::AtMost,
                 conf,
-                format!("stderr over {n} tokens, against {}", cmp.reference),
+                format!("over {n} tokens, against {}", cmp.reference),
             )?);
         }
         if let Some(min) = config.min_top1_agreement {
@@ -404,7 +411,7 @@ pub fn run_gate(baseline: &Path, candidate: &Path, config: &GateConfig) -> Resul
                 min,
                 Limit::AtLeast,
                 conf,
-                format!("binomial stderr over {n} tokens, against {}", cmp.reference),
+                format!("binomial, over {n} tokens, against {}", cmp.reference),
             )?);
         }
     }
