@@ -8,10 +8,11 @@ use super::{percent, GateReport, Limit, RunSide};
 
 fn run_line(s: &RunSide) -> String {
     format!(
-        "{} ({}, model {}, {} tokens, mean_nll_nats {} ± {})",
+        "{} ({}, model {} [{}], {} tokens, mean_nll_nats {} ± {})",
         s.dir.display(),
         s.mode,
         s.model,
+        s.dtype,
         s.tokens_scored,
         s.mean_nll_nats,
         s.mean_nll_nats_stderr

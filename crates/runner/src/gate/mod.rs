@@ -113,7 +113,9 @@ pub struct RunSide {
     pub mode: String,
     /// The model (`model_source.reference`; in a `compare` run the model, not the reference).
     pub model: String,
-    /// Data path and SHA-256.
+    /// Compute dtype (`f32`, `Q4_1`, `Q4_1 dequantized to F32`, …).
+    pub dtype: String,
+    /// Data path.
     pub data_path: String,
     /// SHA-256 of the data.
     pub data_sha256: String,
@@ -548,6 +550,7 @@ fn side<S>(
         dir: dir.to_path_buf(),
         mode: s.mode.clone(),
         model: s.provenance.model.reference.clone(),
+        dtype: s.provenance.dtype.clone(),
         data_path: s.provenance.data.path.clone(),
         data_sha256: s.provenance.data.sha256.clone(),
         protocol: s.protocol.clone(),
