@@ -35,6 +35,9 @@ pub enum Command {
     /// positions. History over checkpoints or dates (--history) is not available yet: it needs the
     /// results database of the nightly runs, which does not exist in this version.
     Report(ReportArgs),
+    /// Is a candidate run worse than a baseline run beyond the noise? Paired per-token ΔNLL when both
+    /// scored the same tokens; exit 0 pass, 1 regression, 2 usage or input error.
+    Gate(GateArgs),
 }
 
 #[derive(Args, Debug)]
@@ -52,6 +55,55 @@ pub struct ReportArgs {
     #[arg(long)]
     pub words: bool,
     /// No message on success.
+    #[arg(long)]
+    pub quiet: bool,
+}
+}
+
+/// `surprisal gate` (see `gate_cmd.rs`).
+#[derive(Args, Debug)]
+#[command(
+    after_help = "RUN is a finished run directory (eval or compare --out DIR; a sharded run after \
+`surprisal merge DIR`). Queries of a results history (\"the previous run of this model and data\") are \
+not supported yet.\n\n\
+delta_nll_nats = mean NLL of the candidate minus the baseline. When both runs wrote per-token rows \
+with the same (doc, index, token_id) row by row, the test is paired over those tokens; otherwise it \
+uses the two summaries' means with sqrt(se_b^2 + se_c^2) and says so. A gate fails when the one-sided \
+bound at --confidence is beyond its limit (upper bound > --max-delta-nll-nats or --max-kl-nats; lower \
+bound < --min-top1-agreement). --max-kl-nats and --min-top1-agreement read a compare candidate \
+(surprisal compare --model CANDIDATE --reference BASELINE --out DIR)."
+)]
+pub struct GateArgs {
+    /// The baseline run directory.
+    #[arg(long, value_name = "RUN")]
+    pub baseline: PathBuf,
+    /// The candidate run directory.
+    #[arg(long, value_name = "RUN")]
+    pub candidate: PathBuf,
+    /// Largest allowed increase of the mean per-token NLL, candidate − baseline (nats/token).
+    #[arg(
+        long,
+        value_name = "NATS",
+        default_value_t = 0.002,
+        allow_negative_numbers = true
+    )]
+    pub max_delta_nll_nats: f64,
+    /// One-sided confidence of every bound, in (0.5, 1).
+    #[arg(long, default_value_t = 0.99, allow_negative_numbers = true)]
+    pub confidence: f64,
+    /// Largest allowed mean KL(reference || candidate) (nats/token); needs a compare candidate.
+    #[arg(long, value_name = "NATS")]
+    pub max_kl_nats: Option<f64>,
+    /// Smallest allowed top-1 agreement with the reference, in [0, 1]; needs a compare candidate.
+    #[arg(long, value_name = "FRACTION")]
+    pub min_top1_agreement: Option<f64>,
+    /// Also write the report as Markdown (a CI step summary, a pull-request comment).
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
+    /// Also write JUnit XML, one test case per gate.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Print nothing; the exit status and the files only.
     #[arg(long)]
     pub quiet: bool,
 }

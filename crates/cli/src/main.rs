@@ -1,6 +1,7 @@
 //! `surprisal`: flags in, tables out. All the work happens in `surprisal-runner`.
 
 mod args;
+mod gate_cmd;
 mod table;
 
 use std::path::PathBuf;
@@ -69,6 +70,7 @@ fn main() -> ExitCode {
     let interrupt = install_interrupt_handler();
     match run(cli, interrupt) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<gate_cmd::Regression>() => ExitCode::from(gate_cmd::EXIT_REGRESSION),
         Err(e) => match e.downcast_ref::<RunError>() {
             Some(RunError::Interrupted { .. }) => {
                 eprintln!("{e}");
@@ -123,6 +125,7 @@ fn run(cli: Cli, interrupt: Arc<AtomicBool>) -> Result<()> {
                 );
             }
         }
+        Command::Gate(a) => gate_cmd::run(&a)?,
         Command::Merge(a) => {
             let merged = merge::merge(&a.dir)?;
             if !a.quiet {

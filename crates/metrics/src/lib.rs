@@ -103,6 +103,11 @@
 //! would write `null` and then fail to read it back). Summaries are plain
 //! output structs: their NaN/inf fields serialize as `null` in JSON.
 //!
+//! ## Regression gates ([`DeltaEstimate`], [`upper_bound`], [`normal_quantile`])
+//!
+//! Paired `Δ = mean(c − b)` with `se = sd(c − b)/√N`, or unpaired `mean_c − mean_b` with
+//! `√(se_b² + se_c²)`; one-sided bounds `Δ ± Φ⁻¹(q)·se` (module `gate`).
+//!
 //! ## Performance
 //!
 //! [`token_stats`] makes three passes over the row with one `exp` per element
@@ -117,6 +122,7 @@ mod calibration;
 mod compare_aggregate;
 mod error;
 mod eval_aggregate;
+mod gate;
 mod mass;
 mod mean;
 mod position_bins;
@@ -128,6 +134,7 @@ pub use calibration::{ece_bin_index, CalibrationAccumulator, CalibrationBin, ECE
 pub use compare_aggregate::{CompareAggregate, CompareSummary};
 pub use error::MetricsError;
 pub use eval_aggregate::{exp_ci95, EvalAggregate, EvalSummary, Z_95};
+pub use gate::{lower_bound, normal_quantile, proportion_stderr, upper_bound, DeltaEstimate};
 pub use mass::log_mass;
 pub use mean::{MeanStat, PairedDiff};
 pub use position_bins::{position_bin_index, position_bin_range, PositionAccumulator, PositionBin};

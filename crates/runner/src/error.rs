@@ -59,6 +59,9 @@ pub enum RunError {
     /// `surprisal merge` refused the shards (missing, unfinished, from different runs, …).
     #[error("cannot merge: {0}")]
     Merge(String),
+    /// `surprisal gate` cannot read or compare its runs ([`crate::gate`]); the message names the path.
+    #[error("{0}")]
+    Gate(String),
     /// Report writing problems (serialization, parquet, …).
     #[error("report error: {0}")]
     Report(String),

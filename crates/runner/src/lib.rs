@@ -7,6 +7,7 @@
 //! * [`device_stats`]: per-token statistics computed where the logits live (`--stats-on device`).
 //! * [`output`]: what a run writes and reads back: `summary.json`, per-token and per-word rows,
 //!   the checkpoint, the directory lock.
+//! * [`gate`]: `surprisal gate`, a candidate run against a baseline run (paired ΔNLL, KL, top-1).
 //! * [`shard`], [`merge`]: sharded runs and `surprisal merge`.
 //! * [`data`], [`words`]: dataset readers and per-word surprisal.
 
@@ -16,6 +17,7 @@ pub mod device_stats;
 pub mod document;
 pub mod engine;
 pub mod error;
+pub mod gate;
 pub mod job;
 pub mod merge;
 pub mod model;

@@ -1,0 +1,66 @@
+//! `surprisal gate`: flags in, verdict out. The reading and the statistics are in
+//! `surprisal_runner::gate`.
+
+use anyhow::{bail, Context, Result};
+use surprisal_runner::gate::{junit, markdown, run_gate, GateConfig};
+use surprisal_runner::output::summary::{now_rfc3339, write_atomic};
+
+use crate::args::GateArgs;
+
+/// Exit status of a gate that found a regression.
+pub const EXIT_REGRESSION: u8 = 1;
+
+/// Returned (as an error, after the report is out) when a gate failed: `main` exits with
+/// [`EXIT_REGRESSION`] and prints nothing more.
+#[derive(Debug)]
+pub struct Regression;
+
+impl std::fmt::Display for Regression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("regression")
+    }
+}
+
+impl std::error::Error for Regression {}
+
+pub fn run(a: &GateArgs) -> Result<()> {
+    if !(a.confidence > 0.5 && a.confidence < 1.0) {
+        bail!("--confidence must be in (0.5, 1), got {}", a.confidence);
+    }
+    if !(a.max_delta_nll_nats.is_finite() && a.max_delta_nll_nats >= 0.0) {
+        bail!(
+            "--max-delta-nll-nats must be a finite number >= 0, got {}",
+            a.max_delta_nll_nats
+        );
+    }
+    if let Some(k) = a.max_kl_nats.filter(|k| !(k.is_finite() && *k >= 0.0)) {
+        bail!("--max-kl-nats must be a finite number >= 0, got {k}");
+    }
+    if let Some(t) = a.min_top1_agreement.filter(|t| !(0.0..=1.0).contains(t)) {
+        bail!("--min-top1-agreement must be in [0, 1], got {t}");
+    }
+    let config = GateConfig {
+        max_delta_nll_nats: a.max_delta_nll_nats,
+        confidence: a.confidence,
+        max_kl_nats: a.max_kl_nats,
+        min_top1_agreement: a.min_top1_agreement,
+    };
+    let report = run_gate(&a.baseline, &a.candidate, &config)?;
+    if !a.quiet {
+        print!("{}", markdown::to_text(&report));
+    }
+    if let Some(p) = &a.markdown {
+        write_atomic(p, markdown::to_markdown(&report).as_bytes())
+            .with_context(|| format!("cannot write --markdown {}", p.display()))?;
+    }
+    if let Some(p) = &a.junit {
+        let xml = junit::to_junit(&report, &now_rfc3339())?;
+        write_atomic(p, xml.as_bytes())
+            .with_context(|| format!("cannot write --junit {}", p.display()))?;
+    }
+    if report.passed() {
+        Ok(())
+    } else {
+        Err(Regression.into())
+    }
+}
