@@ -4,7 +4,7 @@
 #   venv path: $SURPRISAL_REF_VENV, default ${SURPRISAL_CACHE:-$HOME/.cache/surprisal}/venv-ref
 #   python:    $PYTHON, default python3 (the fixtures were made with Python 3.11.7)
 # Prints the venv path on stdout. Re-running is cheap when the pins are already satisfied.
-# Then: "$(scripts/setup_reference_env.sh)/bin/python" scripts/make_fixtures.py
+# Then: "$(scripts/setup_reference_env.sh)/bin/python" scripts/references/make_fixtures.py
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 req="$here/requirements-reference.txt"

@@ -19,8 +19,8 @@ if [[ "${SURPRISAL_SKIP_SCHEDULER_DRILLS:-0}" == 1 ]]; then
 else
     # the binary `cargo test` just built and tested (its integration tests run target/release/surprisal)
     [[ -x target/release/surprisal ]] || cargo build --release -q -p surprisal-cli
-    bash scripts/install_scheduler_deps.sh
+    bash scripts/drills/install_scheduler_deps.sh
     export SURPRISAL_BIN="$PWD/target/release/surprisal"
-    bash scripts/k8s_contract.sh
-    bash scripts/slurm_drill.sh
+    bash scripts/drills/k8s_contract.sh
+    bash scripts/drills/slurm_drill.sh
 fi

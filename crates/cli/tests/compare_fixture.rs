@@ -2,7 +2,7 @@
 //! that share a tokenizer: the model `crates/models/tests/fixtures/llama` (tied embeddings) and the
 //! reference `crates/models/tests/fixtures/llama_untied`.
 //!
-//! `scripts/ref_fixture_compare.py` scores `tests/data/compare_text.txt` (603 tokens) with
+//! `scripts/references/ref_fixture_compare.py` scores `tests/data/compare_text.txt` (603 tokens) with
 //! transformers (f32 forward, f64 log_softmax, numpy aggregates) under the same protocol (`sliding`,
 //! window 128, stride 64, no BOS: 9 windows, 602 scored tokens) and writes
 //! `tests/data/fixture_compare.json`. The test runs the binary with `--out DIR --per-token jsonl`
@@ -53,7 +53,7 @@ fn reference() -> &'static Value {
         let p = repo_root().join("crates/cli/tests/data/fixture_compare.json");
         let s = std::fs::read_to_string(&p).unwrap_or_else(|e| {
             panic!(
-                "{}: {e} (regenerate: /work/.venv-ref/bin/python scripts/ref_fixture_compare.py)",
+                "{}: {e} (regenerate: /work/.venv-ref/bin/python scripts/references/ref_fixture_compare.py)",
                 p.display()
             )
         });

@@ -1,4 +1,4 @@
-//! kill -9 drill (short CI version of `scripts/kill_resume.sh`): a run killed 3 times at random points and
+//! kill -9 drill (short CI version of `scripts/drills/kill_resume.sh`): a run killed 3 times at random points and
 //! resumed gives the same tokens_scored, sum_nll_nats (1e-12 relative) and per-token rows file as an
 //! uninterrupted run. Also checks the hidden `--checkpoint-seconds` flag the drill depends on.
 
@@ -10,7 +10,7 @@ use support::*;
 
 #[test]
 fn killed_three_times_then_resumed_matches_uninterrupted_run() {
-    let script = repo_root().join("scripts/kill_resume.sh");
+    let script = repo_root().join("scripts/drills/kill_resume.sh");
     let out = Command::new("bash")
         .arg(&script)
         .arg("3")

@@ -1,7 +1,7 @@
 //! Parity of the three window protocols with independent references, on the tiny random-weight Llama
 //! fixture (`crates/models/tests/fixtures/llama`).
 //!
-//! `scripts/ref_fixture_protocols.py` computes, with transformers (f32 weights, f64 log_softmax), the
+//! `scripts/references/ref_fixture_protocols.py` computes, with transformers (f32 weights, f64 log_softmax), the
 //! fixed HF sliding-window recipe, llama.cpp's `perplexity()` chunk loop (with and without BOS) and
 //! lm-eval's `loglikelihood_rolling` (+ word/byte perplexity, bits per byte), and writes
 //! `tests/data/fixture_protocols.json`. Each test here runs the `surprisal eval` binary on the same
@@ -36,7 +36,7 @@ fn reference() -> &'static Value {
         let p = repo_root().join("crates/cli/tests/data/fixture_protocols.json");
         let s = std::fs::read_to_string(&p).unwrap_or_else(|e| {
             panic!(
-                "{}: {e} (regenerate: /work/.venv-ref/bin/python scripts/ref_fixture_protocols.py)",
+                "{}: {e} (regenerate: /work/.venv-ref/bin/python scripts/references/ref_fixture_protocols.py)",
                 p.display()
             )
         });

@@ -5,11 +5,11 @@
 //!   +0.147 %, see its comment): `--protocol chunks
 //!   --window 512 --max-chunks 16` (BOS from the GGUF: add_bos_token = true) with the quantized
 //!   kernels vs `llama-perplexity -c 512 --chunks 16 --flash-attn off`
-//!   (`scripts/ref_gemma3_llamacpp.sh`): the same number of scored tokens, perplexity within 0.1 %;
+//!   (`scripts/references/ref_gemma3_llamacpp.sh`): the same number of scored tokens, perplexity within 0.1 %;
 //!   per-chunk mean NLLs printed side by side (docs/parity.md).
 //! * `gemma3_sliding_w1024_s512_t4096_dequantized_matches_transformers`: `--dequantize --protocol
 //!   sliding --window 1024 --stride 512 --max-tokens 4096` vs transformers f32 loading the same GGUF
-//!   (`scripts/ref_gemma3_transformers.py`, fed llama.cpp's token ids): the same 4096 scored token
+//!   (`scripts/references/ref_gemma3_transformers.py`, fed llama.cpp's token ids): the same 4096 scored token
 //!   ids, perplexity within 0.01 %, per-token mean |Δ NLL| ≤ 2e-4 nats. The window (1024) is longer
 //!   than Gemma-3's sliding window (512), so the local layers' mask is exercised.
 //!

@@ -1,6 +1,6 @@
 //! Parity of `surprisal eval` with its peers on a real model: SmolLM2-135M-Instruct (Q4_1 GGUF) on
 //! WikiText-2 raw test, against the peer numbers committed in `crates/runner/tests/data/peers/`
-//! (produced by `scripts/ref_wikitext_peers.sh` / `scripts/ref_wikitext_peers.py`).
+//! (produced by `scripts/references/ref_wikitext_peers.sh` / `scripts/references/ref_wikitext_peers.py`).
 //!
 //! * `chunks_c512_first4_quantized_matches_llama_perplexity`: `--protocol chunks --window 512
 //!   --max-chunks 4` with the quantized kernels vs `llama-perplexity -c 512`'s first 4 chunks: the same

@@ -1,5 +1,5 @@
 //! Checks the crate against `tests/data/reference.json`, produced by the
-//! independent float64 NumPy script `scripts/metrics_reference.py`.
+//! independent float64 NumPy script `scripts/references/metrics_reference.py`.
 //!
 //! Tolerance: `|actual − expected| ≤ max(1e-9·|expected|, 1e-12)`.
 //! The absolute floor matters for quantities that are mathematically 0 or
@@ -24,7 +24,7 @@ fn data_dir() -> PathBuf {
 
 fn reference() -> Value {
     let text = std::fs::read_to_string(data_dir().join("reference.json"))
-        .expect("tests/data/reference.json missing: run scripts/metrics_reference.py");
+        .expect("tests/data/reference.json missing: run scripts/references/metrics_reference.py");
     serde_json::from_str(&text).expect("reference.json is valid JSON")
 }
 

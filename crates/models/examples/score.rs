@@ -46,7 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|x| x.as_u64().unwrap_or(0) as u32)
         .collect();
     // `--first N`: score a prefix only (with SURPRISAL_DUMP_DIR, to diff intermediates against
-    // scripts/dump_llamacpp_tensors.py --n N).
+    // scripts/references/dump_llamacpp_tensors.py --n N).
     let mut ids = ids;
     if let Some(n) = value("--first") {
         ids.truncate(n.parse::<usize>()?);

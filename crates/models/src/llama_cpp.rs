@@ -19,7 +19,7 @@
 //! Status: the default for quantized GGUF on the CPU (`SURPRISAL_LLAMA_CPP_OPS=0` opts out).
 //! Over `datasets/sample.txt` (2,289 tokens) the per-token NLLs equal llama.cpp's (0c1e570, CPU,
 //! no flash-attn) to 1e-13 (f64 log-softmax noise), and every intermediate tensor is bit-identical
-//! (compare with `SURPRISAL_DUMP_DIR` and `scripts/dump_llamacpp_tensors.py`).
+//! (compare with `SURPRISAL_DUMP_DIR` and `scripts/references/dump_llamacpp_tensors.py`).
 
 #![allow(clippy::needless_range_loop)] // lane-indexed kernels mirror the SIMD code
 
@@ -522,7 +522,7 @@ fn attend_rows_impl(a: &AttnInputs, bi: usize, hi: usize, i0: usize, i1: usize, 
 
 /// Debug dump directory (`SURPRISAL_DUMP_DIR`): when set, intermediate tensors are written there
 /// as raw little-endian f32 (`<name>.f32`), named like llama.cpp's graph nodes (`attn_norm-0`,
-/// `Qcur-0`, `kq_soft_max-0`, ...), for comparison with `scripts/dump_llamacpp_tensors.py`.
+/// `Qcur-0`, `kq_soft_max-0`, ...), for comparison with `scripts/references/dump_llamacpp_tensors.py`.
 pub(crate) fn dump_dir() -> Option<&'static std::path::Path> {
     static D: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
     D.get_or_init(|| {

@@ -1,5 +1,5 @@
 //! GGUF tokenizers against llama.cpp's `llama-tokenize` on whole data files
-//! (`tests/data/tokenize_llamacpp.json`, made by `scripts/ref_tokenize_llamacpp.py`): the id
+//! (`tests/data/tokenize_llamacpp.json`, made by `scripts/references/ref_tokenize_llamacpp.py`): the id
 //! sequence of each text must be the same, compared by count, the first 256 ids, per-4096-id block
 //! hashes and the sha256 of the whole sequence.
 //! - Gemma-3 270M (SentencePiece, `tokenizer.ggml.model = "llama"`; fetched by

@@ -7,7 +7,7 @@
 //! for `chunks`, one document for `rolling`).
 //!
 //! See `crates/runner/PROTOCOLS.md` for the definitions and a worked example
-//! of each protocol; `scripts/window_reference.py` is an independent
+//! of each protocol; `scripts/references/window_reference.py` is an independent
 //! implementation the tests compare against.
 
 use std::collections::VecDeque;

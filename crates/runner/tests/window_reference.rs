@@ -1,5 +1,5 @@
 //! The planner must reproduce `tests/data/window_reference.json`, written by
-//! the independent Python implementation `scripts/window_reference.py`.
+//! the independent Python implementation `scripts/references/window_reference.py`.
 
 use serde::Deserialize;
 use surprisal_runner::protocol::{

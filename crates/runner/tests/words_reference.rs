@@ -1,5 +1,5 @@
 //! Per-word surprisal against the brute-force Python reference
-//! (`scripts/words_reference.py` → `tests/fixtures/data/words_reference.json`).
+//! (`scripts/references/words_reference.py` → `tests/fixtures/data/words_reference.json`).
 
 use serde_json::Value;
 use surprisal_runner::words::{
