@@ -1,5 +1,5 @@
 //! The gate statistics against `tests/data/gate_reference.json`, written by the independent NumPy
-//! and SciPy script `scripts/gate_reference.py` (versions recorded in the file).
+//! and SciPy script `scripts/references/gate_reference.py` (versions recorded in the file).
 //!
 //! Tolerance: `|actual − expected| ≤ max(1e-12·|expected|, 1e-15)`: both sides accumulate in f64
 //! (Welford here, pairwise summation in NumPy), so they agree to a few ulps of the sums.
@@ -12,7 +12,7 @@ use surprisal_metrics::{
 fn reference() -> Value {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/gate_reference.json");
     let text = std::fs::read_to_string(&p)
-        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/gate_reference.py)", p.display()));
+        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/references/gate_reference.py)", p.display()));
     serde_json::from_str(&text).unwrap()
 }
 

@@ -565,7 +565,7 @@ fn side<S>(
 #[cfg(test)]
 mod tests {
     //! The gate end to end on run directories built from `gate_reference.json` (NumPy, see
-    //! `scripts/gate_reference.py`): the paired path over identical token rows, the unpaired path
+    //! `scripts/references/gate_reference.py`): the paired path over identical token rows, the unpaired path
     //! when the token ids differ or rows are missing.
     use super::*;
     use crate::device_stats::StatsLocation;

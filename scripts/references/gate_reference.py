@@ -13,7 +13,7 @@ crates/metrics/tests/data/gate_reference.json.
   std(x, ddof=1) / sqrt(n) and the lower bound a - z * se.
 
 Run with the reference environment (scripts/setup_reference_env.sh), e.g.
-    /root/.cache/surprisal/venv-ref/bin/python scripts/gate_reference.py
+    /root/.cache/surprisal/venv-ref/bin/python scripts/references/gate_reference.py
 The versions used are recorded in the output.
 """
 
@@ -25,7 +25,7 @@ import numpy as np
 import scipy
 from scipy.stats import norm
 
-OUT = Path(__file__).resolve().parent.parent / "crates/metrics/tests/data/gate_reference.json"
+OUT = Path(__file__).resolve().parents[2] / "crates/metrics/tests/data/gate_reference.json"
 CONFIDENCES = [0.9, 0.95, 0.99, 0.999]
 
 
@@ -84,7 +84,7 @@ def proportion(n, agree, confidence):
 def main():
     ps = [1e-9, 1e-4, 0.01, 0.1, 0.5, 0.8, 0.9, 0.95, 0.975, 0.99, 0.995, 0.999, 0.9999, 1 - 1e-9]
     out = {
-        "generator": "scripts/gate_reference.py",
+        "generator": "scripts/references/gate_reference.py",
         "versions": {
             "python": platform.python_version(),
             "numpy": np.__version__,
