@@ -58,7 +58,6 @@ pub struct ReportArgs {
     #[arg(long)]
     pub quiet: bool,
 }
-}
 
 /// `surprisal gate` (see `gate_cmd.rs`).
 #[derive(Args, Debug)]

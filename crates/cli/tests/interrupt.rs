@@ -39,8 +39,12 @@ fn command(data: &Path, out: Option<&Path>, extra: &[&str]) -> Command {
 }
 
 fn sigint(child: &Child) {
+    signal(child, "-INT");
+}
+
+fn signal(child: &Child, sig: &str) {
     let st = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([sig, &child.id().to_string()])
         .status()
         .expect("cannot run kill");
     assert!(st.success());
@@ -150,4 +154,42 @@ fn ctrl_c_without_out_exits_130_and_says_nothing_was_saved() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(130), "stderr:\n{err}");
     assert!(err.contains("nothing was saved"), "{err}");
+}
+
+/// SIGTERM (what Slurm's requeue and preemption and a Kubernetes pod eviction send before SIGKILL) is
+/// handled as Ctrl-C is: the finished batches are checkpointed and `--resume` continues from there.
+#[test]
+fn sigterm_checkpoints_like_ctrl_c_and_resume_completes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("text.txt");
+    std::fs::write(&data, PARAGRAPH.repeat(40)).unwrap();
+    let full = tmp.path().join("full");
+    assert!(command(&data, Some(&full), &[]).status().unwrap().success());
+
+    let out = tmp.path().join("terminated");
+    let mut child = command(&data, Some(&out), &[])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_checkpoint(&out, &mut child);
+    signal(&child, "-TERM");
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "stderr:\n{err}");
+    let ck = json(&out.join("checkpoint.json"));
+    assert_eq!(ck["complete"], false);
+    assert!(ck["windows_done"].as_u64().unwrap() >= 1);
+    assert!(!out.join("summary.json").exists());
+
+    let o = command(&data, Some(&out), &["--resume"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (a, b) = (
+        json(&full.join("summary.json")),
+        json(&out.join("summary.json")),
+    );
+    assert_eq!(a["tokens_scored"], b["tokens_scored"]);
+    assert_eq!(
+        std::fs::read(full.join("tokens.jsonl")).unwrap(),
+        std::fs::read(out.join("tokens.jsonl")).unwrap()
+    );
 }

@@ -11,8 +11,12 @@ use surprisal_metrics::{
 
 fn reference() -> Value {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/gate_reference.json");
-    let text = std::fs::read_to_string(&p)
-        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/references/gate_reference.py)", p.display()));
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run scripts/references/gate_reference.py)",
+            p.display()
+        )
+    });
     serde_json::from_str(&text).unwrap()
 }
 
