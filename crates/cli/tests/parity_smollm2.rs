@@ -16,20 +16,14 @@
 //! `$HOME/.cache/surprisal`; `bash scripts/fetch_smollm2.sh` downloads it).
 //! Runtime on 2 CPU cores: about 1.5 minutes each (they run in parallel).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
+use surprisal_testkit::{dataset, repo_root};
 
 fn wikitext() -> PathBuf {
-    let p = repo_root().join("../shared/datasets/wikitext-2-raw-v1.test.raw");
+    let p = dataset("wikitext-2-raw-v1.test.raw");
     assert!(
         p.is_file(),
         "WikiText-2 raw test not found at {}: the parity tests need the shared datasets \

@@ -11,9 +11,12 @@ use candle_core::{Device, Tensor};
 use serde_json::Value;
 use surprisal_models::TextTokenizer;
 
-/// The workspace root.
+/// The workspace root (canonical).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// `crates/models/tests/fixtures`: the tiny model fixtures.
