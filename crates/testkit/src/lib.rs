@@ -39,6 +39,47 @@ pub fn dataset(name: &str) -> PathBuf {
     datasets().join(name)
 }
 
+/// WikiText-2 raw test split (`../shared/datasets/wikitext-2-raw-v1.test.raw`); panics with where to
+/// put it when it is missing.
+pub fn wikitext_test_raw() -> PathBuf {
+    let p = dataset("wikitext-2-raw-v1.test.raw");
+    assert!(
+        p.is_file(),
+        "WikiText-2 raw test not found at {}: the parity tests need the shared datasets \
+         (<repo>/../shared/datasets/wikitext-2-raw-v1.test.raw, sha256 \
+         173c87a53759e0201f33e0ccf978e510c2042d7f2cb78229d9a50d79b9e7dd08)",
+        p.display()
+    );
+    p
+}
+
+/// `<cache>/models/<file>`, the cache being `$SURPRISAL_CACHE` or `~/.cache/surprisal`; panics
+/// naming the script (`bash scripts/<fetch_script>`) that downloads it when it is missing.
+pub fn cached_model(file: &str, fetch_script: &str) -> PathBuf {
+    let cache = std::env::var_os("SURPRISAL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is not set"))
+                .join(".cache/surprisal")
+        });
+    let p = cache.join("models").join(file);
+    assert!(
+        p.is_file(),
+        "{} not found: run `bash scripts/{fetch_script}` first",
+        p.display()
+    );
+    p
+}
+
+/// A peer tool's reference numbers: `crates/runner/tests/data/peers/<name>` (JSON).
+pub fn peer(name: &str) -> Value {
+    read_json(
+        &repo_root()
+            .join("crates/runner/tests/data/peers")
+            .join(name),
+    )
+}
+
 /// Copies the plain files of `src` (not its subdirectories) into `dst`, created if missing.
 pub fn copy_dir(src: &Path, dst: &Path) {
     std::fs::create_dir_all(dst).unwrap();
