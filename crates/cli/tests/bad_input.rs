@@ -231,7 +231,7 @@ fn safetensors_index_names_missing_shard() {
 
 fn gguf(c: &Case, name: &str) -> PathBuf {
     let p = c.p(name);
-    llama_to_gguf(&c.model(), &p, GgmlDType::Q8_0);
+    fixture_to_gguf(&c.model(), &p, GgmlDType::Q8_0);
     p
 }
 

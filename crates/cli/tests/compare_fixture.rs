@@ -30,22 +30,12 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use serde_json::Value;
+use surprisal_testkit::{fixtures, repo_root};
 
 /// Per-token KL tolerance (nats); see the module docs.
 const KL_TOL: f64 = 3e-5;
 /// Per-token NLL tolerance (nats).
 const NLL_TOL: f64 = 1e-4;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn fixtures() -> PathBuf {
-    repo_root().join("crates/models/tests/fixtures")
-}
 
 fn reference() -> &'static Value {
     static REF: OnceLock<Value> = OnceLock::new();

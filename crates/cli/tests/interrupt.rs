@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures/llama")
+    surprisal_testkit::fixture("llama")
 }
 
 const PARAGRAPH: &str = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\n\

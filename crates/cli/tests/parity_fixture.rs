@@ -14,21 +14,14 @@
 //!   document log-likelihoods, word perplexity, byte perplexity and bits per byte within the same
 //!   NLL tolerance.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::Value;
+use surprisal_testkit::repo_root;
 
 const MEAN_TOL: f64 = 1e-5;
 const TOKEN_TOL: f64 = 1e-4;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
 
 fn reference() -> &'static Value {
     static REF: OnceLock<Value> = OnceLock::new();

@@ -17,50 +17,18 @@
 //! `<repo>/../shared/datasets/wikitext-2-raw-v1.test.raw` and
 //! `$SURPRISAL_CACHE/models/gemma-3-270m-q4_k_m.gguf` (`bash scripts/fetch_gemma3.sh`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
+use surprisal_testkit::{cached_model, peer, wikitext_test_raw};
 
 fn wikitext() -> PathBuf {
-    let p = repo_root().join("../shared/datasets/wikitext-2-raw-v1.test.raw");
-    assert!(
-        p.is_file(),
-        "WikiText-2 raw test not found at {}: the parity tests need the shared datasets",
-        p.display()
-    );
-    p
+    wikitext_test_raw()
 }
 
 fn gemma3() -> PathBuf {
-    let cache = std::env::var_os("SURPRISAL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is not set"))
-                .join(".cache/surprisal")
-        });
-    let p = cache.join("models/gemma-3-270m-q4_k_m.gguf");
-    assert!(
-        p.is_file(),
-        "{} not found: run bash scripts/fetch_gemma3.sh",
-        p.display()
-    );
-    p
-}
-
-fn peer(name: &str) -> Value {
-    let p = repo_root()
-        .join("crates/runner/tests/data/peers")
-        .join(name);
-    let s = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    serde_json::from_str(&s).unwrap()
+    cached_model("gemma-3-270m-q4_k_m.gguf", "fetch_gemma3.sh")
 }
 
 fn f(v: &Value) -> f64 {

@@ -16,52 +16,18 @@
 //! `$HOME/.cache/surprisal`; `bash scripts/fetch_smollm2.sh` downloads it).
 //! Runtime on 2 CPU cores: about 1.5 minutes each (they run in parallel).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
+use surprisal_testkit::{cached_model, peer, wikitext_test_raw};
 
 fn wikitext() -> PathBuf {
-    let p = repo_root().join("../shared/datasets/wikitext-2-raw-v1.test.raw");
-    assert!(
-        p.is_file(),
-        "WikiText-2 raw test not found at {}: the parity tests need the shared datasets \
-         (<repo>/../shared/datasets/wikitext-2-raw-v1.test.raw, sha256 \
-         173c87a53759e0201f33e0ccf978e510c2042d7f2cb78229d9a50d79b9e7dd08)",
-        p.display()
-    );
-    p
+    wikitext_test_raw()
 }
 
 fn smollm2() -> PathBuf {
-    let cache = std::env::var_os("SURPRISAL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is not set"))
-                .join(".cache/surprisal")
-        });
-    let p = cache.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        p.is_file(),
-        "{} not found: run bash scripts/fetch_smollm2.sh",
-        p.display()
-    );
-    p
-}
-
-fn peer(name: &str) -> Value {
-    let p = repo_root()
-        .join("crates/runner/tests/data/peers")
-        .join(name);
-    let s = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    serde_json::from_str(&s).unwrap()
+    cached_model("SmolLM2-135M-Instruct.Q4_1.gguf", "fetch_smollm2.sh")
 }
 
 fn f(v: &Value) -> f64 {

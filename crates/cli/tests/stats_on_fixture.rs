@@ -156,7 +156,7 @@ fn compare_device_stats_match_host_stats() {
 fn quantized_gguf_device_stats_match_host_stats() {
     let tmp = tempfile::tempdir().unwrap();
     let g = tmp.path().join("llama.q8_0.gguf");
-    llama_to_gguf(&fixture("llama"), &g, GgmlDType::Q8_0);
+    fixture_to_gguf(&fixture("llama"), &g, GgmlDType::Q8_0);
     device_matches_host("gguf eval", &model_args("eval", s(&g)));
 }
 

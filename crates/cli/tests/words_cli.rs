@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures/llama")
+    surprisal_testkit::fixture("llama")
 }
 
 fn surprisal(args: &[&str]) -> Output {

@@ -13,19 +13,7 @@ use common::*;
 use surprisal_models::{load, LoadedModel, ModelSource};
 
 fn gguf_path() -> PathBuf {
-    let cache = std::env::var_os("SURPRISAL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is not set"))
-                .join(".cache/surprisal")
-        });
-    let p = cache.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        p.is_file(),
-        "{} is missing: run `bash scripts/fetch_smollm2.sh` first",
-        p.display()
-    );
-    p
+    surprisal_testkit::cached_model("SmolLM2-135M-Instruct.Q4_1.gguf", "fetch_smollm2.sh")
 }
 
 fn reference(name: &str) -> serde_json::Value {

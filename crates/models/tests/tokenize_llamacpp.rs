@@ -16,7 +16,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use candle_core::quantized::gguf_file::Content;
@@ -25,22 +25,6 @@ use common::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use surprisal_models::{gguf, TextTokenizer};
-
-fn cache_model(file: &str, fetch: &str) -> PathBuf {
-    let cache = std::env::var_os("SURPRISAL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is not set"))
-                .join(".cache/surprisal")
-        });
-    let p = cache.join("models").join(file);
-    assert!(
-        p.is_file(),
-        "{} is missing: run `bash {fetch}` first",
-        p.display()
-    );
-    p
-}
 
 fn gguf_header(path: &Path) -> Content {
     let mut f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -179,7 +163,7 @@ fn check_model(key: &str, tok: &TextTokenizer) {
 
 #[test]
 fn gemma3_ids_equal_llama_tokenize() {
-    let path = cache_model("gemma-3-270m-q4_k_m.gguf", "scripts/fetch_gemma3.sh");
+    let path = surprisal_testkit::cached_model("gemma-3-270m-q4_k_m.gguf", "fetch_gemma3.sh");
     let (tok, add_bos) = gguf_tokenizer(&path);
     // tokenizer.ggml.add_bos_token = true: Gemma is scored after <bos>.
     assert!(add_bos);
@@ -190,7 +174,7 @@ fn gemma3_ids_equal_llama_tokenize() {
 
 #[test]
 fn gemma3_with_space_prefix_ids_equal_llama_tokenize() {
-    let path = cache_model("gemma-3-270m-q4_k_m.gguf", "scripts/fetch_gemma3.sh");
+    let path = surprisal_testkit::cached_model("gemma-3-270m-q4_k_m.gguf", "fetch_gemma3.sh");
     let mut content = gguf_header(&path);
     content.metadata.insert(
         "tokenizer.ggml.add_space_prefix".into(),
@@ -208,10 +192,8 @@ fn gemma3_with_space_prefix_ids_equal_llama_tokenize() {
 
 #[test]
 fn smollm2_ids_equal_llama_tokenize() {
-    let path = cache_model(
-        "SmolLM2-135M-Instruct.Q4_1.gguf",
-        "scripts/fetch_smollm2.sh",
-    );
+    let path =
+        surprisal_testkit::cached_model("SmolLM2-135M-Instruct.Q4_1.gguf", "fetch_smollm2.sh");
     let (tok, add_bos) = gguf_tokenizer(&path);
     assert!(!add_bos);
     check_model("smollm2", &tok);

@@ -4,47 +4,22 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Arc;
 
-use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use serde_json::Value;
+#[allow(unused_imports)] // each test binary uses a different subset
+pub use surprisal_testkit::{copy_dir, fixture, fixture_to_gguf, read_json, repo_root};
 
 /// The binary under test (built by cargo for integration tests).
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_surprisal"))
 }
 
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// `crates/models/tests/fixtures/<name>`.
-pub fn fixture(name: &str) -> PathBuf {
-    repo_root().join("crates/models/tests/fixtures").join(name)
-}
-
 /// Runs `surprisal <args>` with `--quiet`, logging kept at `warn`.
 pub fn run(args: &[&str]) -> Output {
-    let mut all: Vec<&str> = args.to_vec();
-    all.push("--quiet");
-    Command::new(bin())
-        .args(&all)
-        .env_remove("SURPRISAL_LOG")
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .expect("cannot start the surprisal binary")
-}
-
-pub fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_file() {
-            std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
-        }
-    }
+    surprisal_testkit::run_bin(&bin(), args)
 }
 
 /// A copy of fixture `name` at `dst`.
@@ -117,10 +92,6 @@ pub fn assert_ok(out: &Output) {
     );
 }
 
-pub fn read_json(p: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
-
 /// Edits `dir/config.json`.
 pub fn edit_config(dir: &Path, f: impl FnOnce(&mut serde_json::Map<String, Value>)) {
     edit_json(&dir.join("config.json"), |v| f(v.as_object_mut().unwrap()));
@@ -159,118 +130,6 @@ pub fn swap_tokenizer_ids(tokenizer_json: &Path, a: u64, b: u64) {
         vocab.insert(ka, Value::from(b));
         vocab.insert(kb, Value::from(a));
     });
-}
-
-/// Converts a Llama fixture directory into a GGUF file (llama.cpp tensor names, gpt2 tokenizer metadata).
-/// Q/K rows are not permuted for interleaved RoPE: the file loads and runs, but its numbers differ from the
-/// safetensors model. That is enough for error tests.
-pub fn llama_to_gguf(dir: &Path, out: &Path, quant: GgmlDType) {
-    let cfg = read_json(&dir.join("config.json"));
-    let u = |k: &str| cfg[k].as_u64().unwrap() as u32;
-    let tensors =
-        candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
-    let mut qts: Vec<(String, QTensor)> = Vec::new();
-    for (name, t) in &tensors {
-        let g = match name.as_str() {
-            "model.embed_tokens.weight" => "token_embd.weight".to_string(),
-            "model.norm.weight" => "output_norm.weight".to_string(),
-            "lm_head.weight" => "output.weight".to_string(),
-            _ => {
-                let rest = name.strip_prefix("model.layers.").unwrap();
-                let (l, rest) = rest.split_once('.').unwrap();
-                let g = match rest {
-                    "self_attn.q_proj.weight" => "attn_q.weight",
-                    "self_attn.k_proj.weight" => "attn_k.weight",
-                    "self_attn.v_proj.weight" => "attn_v.weight",
-                    "self_attn.o_proj.weight" => "attn_output.weight",
-                    "mlp.gate_proj.weight" => "ffn_gate.weight",
-                    "mlp.up_proj.weight" => "ffn_up.weight",
-                    "mlp.down_proj.weight" => "ffn_down.weight",
-                    "input_layernorm.weight" => "attn_norm.weight",
-                    "post_attention_layernorm.weight" => "ffn_norm.weight",
-                    other => panic!("unexpected tensor {other}"),
-                };
-                format!("blk.{l}.{g}")
-            }
-        };
-        let q = if t.rank() == 2 { quant } else { GgmlDType::F32 };
-        qts.push((g, QTensor::quantize(t, q).unwrap()));
-    }
-    qts.sort_by(|a, b| a.0.cmp(&b.0));
-
-    let tj = read_json(&dir.join("tokenizer.json"));
-    let vocab = tj["model"]["vocab"].as_object().unwrap();
-    let mut by_id = vec![String::new(); vocab.len()];
-    for (tok, id) in vocab {
-        by_id[id.as_u64().unwrap() as usize] = tok.clone();
-    }
-    let merges: Vec<String> = tj["model"]["merges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| match m {
-            Value::Array(p) => format!("{} {}", p[0].as_str().unwrap(), p[1].as_str().unwrap()),
-            Value::String(s) => s.clone(),
-            _ => panic!("merge {m}"),
-        })
-        .collect();
-    let special: Vec<u64> = tj["added_tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|t| t["special"].as_bool().unwrap_or(false))
-        .map(|t| t["id"].as_u64().unwrap())
-        .collect();
-    use gguf_file::Value as V;
-    let md: Vec<(&str, V)> = vec![
-        ("general.architecture", V::String("llama".into())),
-        ("llama.context_length", V::U32(u("max_position_embeddings"))),
-        ("llama.embedding_length", V::U32(u("hidden_size"))),
-        ("llama.block_count", V::U32(u("num_hidden_layers"))),
-        ("llama.feed_forward_length", V::U32(u("intermediate_size"))),
-        (
-            "llama.attention.head_count",
-            V::U32(u("num_attention_heads")),
-        ),
-        (
-            "llama.attention.head_count_kv",
-            V::U32(u("num_key_value_heads")),
-        ),
-        (
-            "llama.rope.freq_base",
-            V::F32(cfg["rope_theta"].as_f64().unwrap() as f32),
-        ),
-        (
-            "llama.attention.layer_norm_rms_epsilon",
-            V::F32(cfg["rms_norm_eps"].as_f64().unwrap() as f32),
-        ),
-        ("llama.rope.dimension_count", V::U32(u("head_dim"))),
-        ("tokenizer.ggml.model", V::String("gpt2".into())),
-        ("tokenizer.ggml.pre", V::String("gpt-2".into())),
-        (
-            "tokenizer.ggml.tokens",
-            V::Array(by_id.iter().map(|s| V::String(s.clone())).collect()),
-        ),
-        (
-            "tokenizer.ggml.merges",
-            V::Array(merges.iter().map(|s| V::String(s.clone())).collect()),
-        ),
-        (
-            "tokenizer.ggml.token_type",
-            V::Array(
-                (0..by_id.len() as u64)
-                    .map(|i| V::I32(if special.contains(&i) { 3 } else { 1 }))
-                    .collect(),
-            ),
-        ),
-        ("tokenizer.ggml.bos_token_id", V::U32(0)),
-        ("tokenizer.ggml.eos_token_id", V::U32(0)),
-        ("tokenizer.ggml.add_bos_token", V::Bool(false)),
-    ];
-    let md_refs: Vec<(&str, &V)> = md.iter().map(|(k, v)| (*k, v)).collect();
-    let t_refs: Vec<(&str, &QTensor)> = qts.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let mut f = std::fs::File::create(out).unwrap();
-    gguf_file::write(&mut f, &md_refs, &t_refs).unwrap();
 }
 
 /// Offset of the ggml type id of tensor `name` in a GGUF file's tensor-info table
