@@ -77,8 +77,9 @@ fn wait_for_checkpoint(dir: &Path, child: &mut Child) {
     }
 }
 
-#[test]
-fn ctrl_c_checkpoints_exits_130_and_resume_matches_uninterrupted_run() {
+/// Runs with `--out`, sends `sig` after the first checkpointed window, and checks: exit 130, the hint,
+/// an incomplete checkpoint, and that `--resume` ends with the uninterrupted run's numbers and rows.
+fn interrupt_then_resume_matches_uninterrupted_run(sig: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("text.txt");
     std::fs::write(&data, PARAGRAPH.repeat(40)).unwrap();
@@ -93,7 +94,7 @@ fn ctrl_c_checkpoints_exits_130_and_resume_matches_uninterrupted_run() {
         .spawn()
         .unwrap();
     wait_for_checkpoint(&out, &mut child);
-    sigint(&child);
+    signal(&child, sig);
     let o = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(130), "stderr:\n{err}");
@@ -134,6 +135,18 @@ fn ctrl_c_checkpoints_exits_130_and_resume_matches_uninterrupted_run() {
 }
 
 #[test]
+fn ctrl_c_checkpoints_exits_130_and_resume_matches_uninterrupted_run() {
+    interrupt_then_resume_matches_uninterrupted_run("-INT");
+}
+
+/// SIGTERM (what Slurm's requeue and preemption and a Kubernetes pod eviction send before SIGKILL) is
+/// handled as Ctrl-C is: the finished batches are checkpointed and `--resume` continues from there.
+#[test]
+fn sigterm_checkpoints_like_ctrl_c_and_resume_matches_uninterrupted_run() {
+    interrupt_then_resume_matches_uninterrupted_run("-TERM");
+}
+
+#[test]
 fn ctrl_c_without_out_exits_130_and_says_nothing_was_saved() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("text.txt");
@@ -154,42 +167,4 @@ fn ctrl_c_without_out_exits_130_and_says_nothing_was_saved() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(130), "stderr:\n{err}");
     assert!(err.contains("nothing was saved"), "{err}");
-}
-
-/// SIGTERM (what Slurm's requeue and preemption and a Kubernetes pod eviction send before SIGKILL) is
-/// handled as Ctrl-C is: the finished batches are checkpointed and `--resume` continues from there.
-#[test]
-fn sigterm_checkpoints_like_ctrl_c_and_resume_completes() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("text.txt");
-    std::fs::write(&data, PARAGRAPH.repeat(40)).unwrap();
-    let full = tmp.path().join("full");
-    assert!(command(&data, Some(&full), &[]).status().unwrap().success());
-
-    let out = tmp.path().join("terminated");
-    let mut child = command(&data, Some(&out), &[])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_checkpoint(&out, &mut child);
-    signal(&child, "-TERM");
-    let o = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(130), "stderr:\n{err}");
-    let ck = json(&out.join("checkpoint.json"));
-    assert_eq!(ck["complete"], false);
-    assert!(ck["windows_done"].as_u64().unwrap() >= 1);
-    assert!(!out.join("summary.json").exists());
-
-    let o = command(&data, Some(&out), &["--resume"]).output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let (a, b) = (
-        json(&full.join("summary.json")),
-        json(&out.join("summary.json")),
-    );
-    assert_eq!(a["tokens_scored"], b["tokens_scored"]);
-    assert_eq!(
-        std::fs::read(full.join("tokens.jsonl")).unwrap(),
-        std::fs::read(out.join("tokens.jsonl")).unwrap()
-    );
 }
