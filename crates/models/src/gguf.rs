@@ -222,8 +222,64 @@ fn compare_vocab(
     Ok(())
 }
 
-/// The most common quantization of the 2-D weights, e.g. "Q4_1".
+/// The file's quantization as its producer named it: `general.file_type` (llama.cpp's `llama_ftype`,
+/// e.g. "Q4_K_M" for a file whose tensors are Q5_0, Q4_K, Q6_K and Q8_0), else the most common type
+/// of the 2-D weights, e.g. "Q4_1". A mixed file named by its commonest tensor ("Q5_0" for a Q4_K_M
+/// requantization of SmolLM2) told users the wrong thing.
 pub(crate) fn dominant_quantization(content: &Content) -> String {
+    let file_type = content
+        .metadata
+        .get("general.file_type")
+        .and_then(|v| v.to_u32().ok());
+    if let Some(name) = file_type.and_then(file_type_name) {
+        return name.to_string();
+    }
+    dominant_tensor_type(content)
+}
+
+/// llama.cpp's `llama_ftype` values (the `gguf` package's `LlamaFileType`, without `MOSTLY_`);
+/// None for values not listed (GUESSED, or newer than this table).
+fn file_type_name(v: u32) -> Option<&'static str> {
+    Some(match v {
+        0 => "F32",
+        1 => "F16",
+        2 => "Q4_0",
+        3 => "Q4_1",
+        7 => "Q8_0",
+        8 => "Q5_0",
+        9 => "Q5_1",
+        10 => "Q2_K",
+        11 => "Q3_K_S",
+        12 => "Q3_K_M",
+        13 => "Q3_K_L",
+        14 => "Q4_K_S",
+        15 => "Q4_K_M",
+        16 => "Q5_K_S",
+        17 => "Q5_K_M",
+        18 => "Q6_K",
+        19 => "IQ2_XXS",
+        20 => "IQ2_XS",
+        21 => "Q2_K_S",
+        22 => "IQ3_XS",
+        23 => "IQ3_XXS",
+        24 => "IQ1_S",
+        25 => "IQ4_NL",
+        26 => "IQ3_S",
+        27 => "IQ3_M",
+        28 => "IQ2_S",
+        29 => "IQ2_M",
+        30 => "IQ4_XS",
+        31 => "IQ1_M",
+        32 => "BF16",
+        36 => "TQ1_0",
+        37 => "TQ2_0",
+        38 => "MXFP4_MOE",
+        _ => return None,
+    })
+}
+
+/// The most common quantization of the 2-D weights, e.g. "Q4_1".
+fn dominant_tensor_type(content: &Content) -> String {
     let mut counts: HashMap<String, usize> = HashMap::new();
     for info in content.tensor_infos.values() {
         if info.shape.rank() >= 2 {
@@ -563,6 +619,57 @@ pub(crate) mod test_files {
 
 #[cfg(test)]
 mod tests {
+    /// `[(m.value, m.name) for m in gguf.LlamaFileType]` of the `gguf` package 0.19.0 (pinned in
+    /// scripts/requirements-reference.txt), `MOSTLY_` dropped, up to MXFP4_MOE (its NVFP4 = 39 and
+    /// Q1_0 = 40 are types no kernel here reads: those files fall back to the tensor count). The
+    /// Gemma-3 Q4_K_M wheel's file has `general.file_type` 15.
+    #[test]
+    fn file_type_names_are_the_gguf_packages() {
+        let reference: &[(u32, &str)] = &[
+            (0, "ALL_F32"),
+            (1, "MOSTLY_F16"),
+            (2, "MOSTLY_Q4_0"),
+            (3, "MOSTLY_Q4_1"),
+            (7, "MOSTLY_Q8_0"),
+            (8, "MOSTLY_Q5_0"),
+            (9, "MOSTLY_Q5_1"),
+            (10, "MOSTLY_Q2_K"),
+            (11, "MOSTLY_Q3_K_S"),
+            (12, "MOSTLY_Q3_K_M"),
+            (13, "MOSTLY_Q3_K_L"),
+            (14, "MOSTLY_Q4_K_S"),
+            (15, "MOSTLY_Q4_K_M"),
+            (16, "MOSTLY_Q5_K_S"),
+            (17, "MOSTLY_Q5_K_M"),
+            (18, "MOSTLY_Q6_K"),
+            (19, "MOSTLY_IQ2_XXS"),
+            (20, "MOSTLY_IQ2_XS"),
+            (21, "MOSTLY_Q2_K_S"),
+            (22, "MOSTLY_IQ3_XS"),
+            (23, "MOSTLY_IQ3_XXS"),
+            (24, "MOSTLY_IQ1_S"),
+            (25, "MOSTLY_IQ4_NL"),
+            (26, "MOSTLY_IQ3_S"),
+            (27, "MOSTLY_IQ3_M"),
+            (28, "MOSTLY_IQ2_S"),
+            (29, "MOSTLY_IQ2_M"),
+            (30, "MOSTLY_IQ4_XS"),
+            (31, "MOSTLY_IQ1_M"),
+            (32, "MOSTLY_BF16"),
+            (36, "MOSTLY_TQ1_0"),
+            (37, "MOSTLY_TQ2_0"),
+            (38, "MOSTLY_MXFP4_MOE"),
+        ];
+        for &(v, name) in reference {
+            let want = name
+                .trim_start_matches("MOSTLY_")
+                .trim_start_matches("ALL_");
+            assert_eq!(file_type_name(v), Some(want), "file_type {v}");
+        }
+        assert_eq!(file_type_name(1024), None, "GUESSED is no name");
+        assert_eq!(file_type_name(4), None, "4 is not in the enum");
+    }
+
     use super::test_files::{self, gguf, llama_kvs};
     use super::*;
 
