@@ -17,11 +17,10 @@
 //! `<repo>/../shared/datasets/wikitext-2-raw-v1.test.raw` and
 //! `$SURPRISAL_CACHE/models/gemma-3-270m-q4_k_m.gguf` (`bash scripts/fetch_gemma3.sh`).
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use surprisal_testkit::{cached_model, peer, wikitext_test_raw};
+use surprisal_testkit::{cached_model, eval_rows, peer, wikitext_test_raw};
 
 fn wikitext() -> PathBuf {
     wikitext_test_raw()
@@ -43,41 +42,13 @@ fn u(v: &Value) -> u64 {
 /// returns (summary.json, per-token rows, elapsed seconds).
 fn eval(args: &[&str]) -> (Value, Vec<Value>, f64) {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let mut all: Vec<String> = vec![
-        "eval".into(),
-        "--model".into(),
-        gemma3().display().to_string(),
-        "--data".into(),
-        wikitext().display().to_string(),
-    ];
-    all.extend(args.iter().map(|s| s.to_string()));
-    all.extend(["--per-token", "jsonl", "--quiet", "--out"].map(String::from));
-    all.push(out.display().to_string());
-    let t0 = std::time::Instant::now();
-    let o = Command::new(env!("CARGO_BIN_EXE_surprisal"))
-        .args(&all)
-        .env_remove("SURPRISAL_LOG")
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .expect("cannot start the surprisal binary");
-    let secs = t0.elapsed().as_secs_f64();
-    assert!(
-        o.status.success(),
-        "surprisal {} failed ({}):\n{}",
-        all.join(" "),
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let summary: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
-    let rows = std::fs::read_to_string(out.join("tokens.jsonl"))
-        .unwrap()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    (summary, rows, secs)
+    eval_rows(
+        Path::new(env!("CARGO_BIN_EXE_surprisal")),
+        &gemma3(),
+        &wikitext(),
+        args,
+        &dir.path().join("out"),
+    )
 }
 
 /// Known gap (2026-12-07, docs/parity.md): PPL 20.5003 vs 20.4703 (+0.147 %), chunks between

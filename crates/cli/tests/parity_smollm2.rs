@@ -16,11 +16,10 @@
 //! `$HOME/.cache/surprisal`; `bash scripts/fetch_smollm2.sh` downloads it).
 //! Runtime on 2 CPU cores: about 1.5 minutes each (they run in parallel).
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use surprisal_testkit::{cached_model, peer, wikitext_test_raw};
+use surprisal_testkit::{cached_model, eval_rows, peer, wikitext_test_raw};
 
 fn wikitext() -> PathBuf {
     wikitext_test_raw()
@@ -42,46 +41,13 @@ fn u(v: &Value) -> u64 {
 /// --quiet`; returns (summary.json, per-token rows, elapsed seconds).
 fn eval(args: &[&str]) -> (Value, Vec<Value>, f64) {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let (model, data) = (smollm2(), wikitext());
-    let mut all: Vec<String> = vec![
-        "eval".into(),
-        "--model".into(),
-        model.display().to_string(),
-        "--data".into(),
-        data.display().to_string(),
-    ];
-    all.extend(args.iter().map(|s| s.to_string()));
-    all.extend(
-        ["--per-token", "jsonl", "--quiet", "--out"]
-            .iter()
-            .map(|s| s.to_string()),
-    );
-    all.push(out.display().to_string());
-    let t0 = std::time::Instant::now();
-    let o = Command::new(env!("CARGO_BIN_EXE_surprisal"))
-        .args(&all)
-        .env_remove("SURPRISAL_LOG")
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .expect("cannot start the surprisal binary");
-    let secs = t0.elapsed().as_secs_f64();
-    assert!(
-        o.status.success(),
-        "surprisal {} failed ({}):\n{}",
-        all.join(" "),
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let summary: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
-    let rows = std::fs::read_to_string(out.join("tokens.jsonl"))
-        .unwrap()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    (summary, rows, secs)
+    eval_rows(
+        Path::new(env!("CARGO_BIN_EXE_surprisal")),
+        &smollm2(),
+        &wikitext(),
+        args,
+        &dir.path().join("out"),
+    )
 }
 
 /// The same scored tokens as `llama-perplexity -c 512` (positions, ids, contexts); the NLLs are

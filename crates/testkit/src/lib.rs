@@ -109,6 +109,45 @@ pub fn run_bin(bin: &Path, args: &[&str]) -> Output {
         .expect("cannot start the surprisal binary")
 }
 
+/// Runs `surprisal eval --model MODEL --data DATA <args> --per-token jsonl --out OUT` through
+/// [`run_bin`] and returns (summary.json, per-token rows, elapsed seconds); panics with the command
+/// line and stderr when it fails. The real-model parity tests' one way to score a model.
+pub fn eval_rows(
+    bin: &Path,
+    model: &Path,
+    data: &Path,
+    args: &[&str],
+    out: &Path,
+) -> (Value, Vec<Value>, f64) {
+    let (model, data, out_s) = (
+        model.display().to_string(),
+        data.display().to_string(),
+        out.display().to_string(),
+    );
+    let mut all: Vec<&str> = vec!["eval", "--model", &model, "--data", &data];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--per-token", "jsonl", "--out", &out_s]);
+    let t0 = std::time::Instant::now();
+    let o = run_bin(bin, &all);
+    let secs = t0.elapsed().as_secs_f64();
+    assert!(
+        o.status.success(),
+        "surprisal {} failed ({}):\n{}",
+        all.join(" "),
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let summary = read_json(&out.join("summary.json"));
+    let rows_path = out.join("tokens.jsonl");
+    let rows = std::fs::read_to_string(&rows_path)
+        .unwrap_or_else(|e| panic!("{}: {e}", rows_path.display()))
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}", rows_path.display())))
+        .collect();
+    (summary, rows, secs)
+}
+
 /// Converts a fixture directory into a GGUF file the way llama.cpp's `convert_hf_to_gguf.py` does
 /// for its architecture: tensors renamed with the crate's own map (`arch::gguf_tensor_name`, the
 /// one the loader uses); Llama's Q/K rows permuted for interleaved RoPE; Gemma's norm weights
