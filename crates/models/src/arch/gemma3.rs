@@ -222,20 +222,7 @@ pub(super) fn softcap_or(c: &Keys, key: &str, default: f64) -> Result<Option<f64
 /// which layers use the window (`gemma3.attention.sliding_window`).
 pub(super) fn gemma_gguf(g: &GgufKeys, architecture: &str) -> Result<(GgufCommon, DecoderConfig)> {
     let c = GgufCommon::read(g)?;
-    let h = HfCommon {
-        vocab_size: c.vocab_size,
-        hidden_size: c.hidden_size,
-        intermediate_size: c.intermediate_size,
-        num_layers: c.num_layers,
-        num_heads: c.num_heads,
-        num_kv_heads: c.num_kv_heads,
-        head_dim: c.head_dim,
-        head_dim_given: true,
-        max_position_embeddings: c.context_length,
-        tie_word_embeddings: c.tied,
-        bos_token_id: c.bos_token_id,
-        eos_token_id: c.eos_token_id,
-    };
+    let h = c.hf();
     // llama.cpp: 1/√head_dim, except for the 27B models (by layer count), 1/√(hidden/heads)
     let big = matches!(
         (architecture, c.num_layers),

@@ -118,20 +118,7 @@ pub(super) fn llama_shaped_gguf(
     layout: RopeLayout,
 ) -> Result<DecoderConfig> {
     let c = GgufCommon::read(g)?;
-    let h = HfCommon {
-        vocab_size: c.vocab_size,
-        hidden_size: c.hidden_size,
-        intermediate_size: c.intermediate_size,
-        num_layers: c.num_layers,
-        num_heads: c.num_heads,
-        num_kv_heads: c.num_kv_heads,
-        head_dim: c.head_dim,
-        head_dim_given: true,
-        max_position_embeddings: c.context_length,
-        tie_word_embeddings: c.tied,
-        bos_token_id: c.bos_token_id,
-        eos_token_id: c.eos_token_id,
-    };
+    let h = c.hf();
     let rope = RopeConfig {
         theta: c.rope_theta,
         dim: c.rope_dim,

@@ -135,18 +135,8 @@ fn from_gguf(g: &GgufKeys) -> Result<DecoderConfig> {
             .ok_or_else(|| g.err("feed_forward_length", "missing"))?,
     };
     let h = HfCommon {
-        vocab_size: c.vocab_size,
-        hidden_size: c.hidden_size,
         intermediate_size,
-        num_layers: c.num_layers,
-        num_heads: c.num_heads,
-        num_kv_heads: c.num_kv_heads,
-        head_dim: c.head_dim,
-        head_dim_given: true,
-        max_position_embeddings: c.context_length,
-        tie_word_embeddings: c.tied,
-        bos_token_id: c.bos_token_id,
-        eos_token_id: c.eos_token_id,
+        ..c.hf()
     };
     let scaling = if g.has_tensor("rope_factors_long.weight") {
         let original = g.usize("rope.scaling.original_context_length")?;
