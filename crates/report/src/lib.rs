@@ -7,12 +7,11 @@
 //!   context-length bin, histograms).
 //! * [`plots`]: the plots, drawn by `plotters` as SVG.
 //! * [`text`]: the text coloured by surprisal, a tooltip with the numbers on every token / word.
+//! * [`history`]: each metric of a results history over checkpoint steps or dates (`--history`).
 //! * `page`: the template's context and the rendering (`minijinja`, `templates/report.html`).
-//!
-//! Results over time (`--history`, from the results database of nightly runs) are not available:
-//! that database does not exist yet.
 
 pub mod error;
+pub mod history;
 mod page;
 pub mod plots;
 pub mod run;
@@ -22,6 +21,7 @@ pub mod text;
 use std::path::{Path, PathBuf};
 
 pub use error::{ReportError, Result};
+pub use history::HistoryData;
 pub use run::{load, Run};
 
 /// Scored tokens shown in the coloured text by default.
@@ -47,6 +47,24 @@ impl Default for Options {
 
 /// Loads every directory (in order) and renders the page.
 pub fn build(dirs: &[PathBuf], opts: &Options) -> Result<String> {
+    build_with_history(dirs, opts, None)
+}
+
+/// Loads every directory (in order) and renders the page, with a history section when `history`
+/// is given (then `dirs` may be empty).
+pub fn build_with_history(
+    dirs: &[PathBuf],
+    opts: &Options,
+    history: Option<&HistoryData>,
+) -> Result<String> {
+    if let Some(h) = history {
+        history::check_nonempty(h)?;
+    } else if dirs.is_empty() {
+        return Err(ReportError::new(
+            Path::new("."),
+            "no run directory given (and no --history)",
+        ));
+    }
     let mut runs = dirs
         .iter()
         .map(|d| run::load(d, opts.words))
@@ -58,14 +76,14 @@ pub fn build(dirs: &[PathBuf], opts: &Options) -> Result<String> {
             r.label = r.dir.display().to_string();
         }
     }
-    if opts.words && runs.iter().all(|r| r.words.is_empty()) {
+    if opts.words && !runs.is_empty() && runs.iter().all(|r| r.words.is_empty()) {
         let dir = dirs.first().map_or_else(PathBuf::new, PathBuf::clone);
         return Err(ReportError::new(
             &dir,
             "--words: no run has words.parquet or words.jsonl (run eval/compare with --words)",
         ));
     }
-    page::render(&runs, opts)
+    page::render(&runs, opts, history)
 }
 
 /// Writes the page to `path` atomically (temp file + rename).

@@ -6,6 +6,7 @@ use surprisal_metrics::{EvalSummary, Z_95};
 use surprisal_runner::CompareReport;
 
 use crate::error::{ReportError, Result};
+use crate::history::{self, HistoryData, HistoryView};
 use crate::plots::{self, marker_glyph, Curve, Marker, PlotError};
 use crate::run::{Run, Summary};
 use crate::stats::{
@@ -19,7 +20,7 @@ const TEMPLATE: &str = include_str!("../templates/report.html");
 /// One number of `summary.json` on the page: `data-key` is its dotted path in the file,
 /// `data-value` its exact value (shortest round-trip), the text a rounded display.
 #[derive(Serialize)]
-struct Cell {
+pub(crate) struct Cell {
     before: &'static str,
     key: String,
     value: String,
@@ -102,6 +103,7 @@ struct Page {
     tool_version: String,
     generated_at: String,
     runs: Vec<RunView>,
+    history: Option<HistoryView>,
     overview: Vec<Figure>,
     position_table: Table,
     classes: Vec<ColorClass>,
@@ -109,8 +111,8 @@ struct Page {
     text_max_nats: f64,
 }
 
-/// Renders the page for `runs`.
-pub fn render(runs: &[Run], opts: &Options) -> Result<String> {
+/// Renders the page for `runs` (and the history section, if any).
+pub fn render(runs: &[Run], opts: &Options, hist: Option<&HistoryData>) -> Result<String> {
     let plot_err = |run: &Run| {
         let dir = run.dir.clone();
         move |e: PlotError| ReportError::new(&dir, e.to_string())
@@ -119,24 +121,42 @@ pub fn render(runs: &[Run], opts: &Options) -> Result<String> {
     for (k, run) in runs.iter().enumerate() {
         views.push(run_view(k, run, opts).map_err(plot_err(run))?);
     }
-    let first = runs
-        .first()
-        .ok_or_else(|| ReportError::new(std::path::Path::new("."), "no run directory given"))?;
-    let (overview, position_table) = overview(runs).map_err(plot_err(first))?;
+    let history = hist
+        .map(|h| history::view(h).map_err(|e| ReportError::new(&h.source, e.to_string())))
+        .transpose()?;
+    let (overview, position_table, text_scale) = match runs.first() {
+        Some(first) => {
+            let (o, t) = overview(runs).map_err(plot_err(first))?;
+            let scale =
+                plots::text_scale(text::TEXT_MAX_NATS, text::COLOR_STEPS, text::class_color)
+                    .map_err(plot_err(first))?;
+            (o, t, scale)
+        }
+        None => (
+            Vec::new(),
+            Table {
+                caption: String::new(),
+                head: Vec::new(),
+                rows: Vec::new(),
+            },
+            String::new(),
+        ),
+    };
+    let title = match (runs, hist) {
+        ([one], _) => format!("surprisal report: {}", one.label),
+        ([], Some(h)) => format!("surprisal report: history of {}", h.source.display()),
+        _ => format!("surprisal report: {} runs", runs.len()),
+    };
     let page = Page {
-        title: if runs.len() == 1 {
-            format!("surprisal report: {}", runs[0].label)
-        } else {
-            format!("surprisal report: {} runs", runs.len())
-        },
+        title,
         tool_version: env!("CARGO_PKG_VERSION").into(),
         generated_at: surprisal_runner::output::summary::now_rfc3339(),
         runs: views,
+        history,
         overview,
         position_table,
         classes: text::color_classes(),
-        text_scale: plots::text_scale(text::TEXT_MAX_NATS, text::COLOR_STEPS, text::class_color)
-            .map_err(plot_err(first))?,
+        text_scale,
         text_max_nats: text::TEXT_MAX_NATS,
     };
     let mut env = minijinja::Environment::new();
@@ -438,7 +458,7 @@ fn compare_view(
     })
 }
 
-fn num(v: f64) -> String {
+pub(crate) fn num(v: f64) -> String {
     if !v.is_finite() {
         "—".into()
     } else if v.abs() >= 1000.0 {
@@ -450,7 +470,7 @@ fn num(v: f64) -> String {
     }
 }
 
-fn cell(before: &'static str, key: String, v: f64) -> Cell {
+pub(crate) fn cell(before: &'static str, key: String, v: f64) -> Cell {
     Cell {
         before,
         key,

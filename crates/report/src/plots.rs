@@ -136,24 +136,203 @@ pub fn by_position(title: &str, y_desc: &str, curves: &[Curve]) -> Result<String
                 PathElement::new(vec![(x, b.lo), (x, b.hi)], color.stroke_width(1))
             }))?;
             // marker shape by run, as well as colour
-            let (filled, thick) = (color.filled(), color.stroke_width(2));
-            match c.series % 4 {
-                0 => chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, filled)))?,
-                1 => {
-                    chart.draw_series(points.iter().map(|&p| TriangleMarker::new(p, 5, filled)))?
-                }
-                2 => chart.draw_series(points.iter().map(|&p| Cross::new(p, 4, thick)))?,
-                _ => {
-                    chart.draw_series(points.iter().map(|&p| {
-                        EmptyElement::at(p) + Rectangle::new([(-4, -4), (4, 4)], filled)
-                    }))?
-                }
-            };
+            draw_markers(&mut chart, c.series, &points)?;
         }
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::UpperRight)
             .label_font((FONT, 13))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.4))
+            .draw()?;
+        Ok(())
+    })
+}
+
+/// The markers of series `k` at `points`: shape ([`marker_glyph`]) as well as colour.
+fn draw_markers<'a, X, Y>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
+    k: usize,
+    points: &[(X::ValueType, Y::ValueType)],
+) -> Drawn
+where
+    X: Ranged,
+    Y: Ranged,
+    X::ValueType: Clone + 'static,
+    Y::ValueType: Clone + 'static,
+{
+    let color = series_color(k);
+    let (filled, thick) = (color.filled(), color.stroke_width(2));
+    let pts = points.iter().cloned();
+    match k % 4 {
+        0 => chart.draw_series(pts.map(|p| Circle::new(p, 4, filled)))?,
+        1 => chart.draw_series(pts.map(|p| TriangleMarker::new(p, 5, filled)))?,
+        2 => chart.draw_series(pts.map(|p| Cross::new(p, 4, thick)))?,
+        _ => chart.draw_series(
+            pts.map(|p| EmptyElement::at(p) + Rectangle::new([(-4, -4), (4, 4)], filled)),
+        )?,
+    };
+    Ok(())
+}
+
+/// What the x axis of a history chart is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XAxis {
+    /// The checkpoint step.
+    Step,
+    /// Seconds since the Unix epoch (when each run finished).
+    Date,
+}
+
+impl XAxis {
+    /// `checkpoint step` / `finish time (UTC)`.
+    pub fn words(self) -> &'static str {
+        match self {
+            XAxis::Step => "checkpoint step",
+            XAxis::Date => "finish time (UTC)",
+        }
+    }
+}
+
+/// A point of a history line.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HistoryPoint {
+    /// Step or epoch seconds.
+    pub x: f64,
+    /// The metric.
+    pub y: f64,
+    /// Its 95 % interval, if any.
+    pub ci: Option<(f64, f64)>,
+}
+
+/// One line of a history chart.
+pub struct HistoryLine {
+    /// Legend text.
+    pub label: String,
+    /// Colour and marker.
+    pub series: usize,
+    /// The points (drawn in x order).
+    pub points: Vec<HistoryPoint>,
+}
+
+/// Decimals that tell ticks `span / 5` apart.
+fn decimals(span: f64) -> usize {
+    if span > 0.0 && span.is_finite() {
+        (1.0 - (span / 5.0).log10()).floor().clamp(0.0, 9.0) as usize
+    } else {
+        4
+    }
+}
+
+/// A metric over checkpoint steps or dates: a line per series with markers and 95 % error bars.
+/// Lines that share an x are dodged apart by a small fraction of the x range.
+pub fn history(
+    title: &str,
+    y_desc: &str,
+    axis: XAxis,
+    lines: &[HistoryLine],
+) -> Result<String, PlotError> {
+    let all = || lines.iter().flat_map(|l| l.points.iter());
+    let (mut x0, mut x1) = all().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+        (a.min(p.x), b.max(p.x))
+    });
+    if !x0.is_finite() {
+        (x0, x1) = (0.0, 1.0);
+    }
+    let x_span = if x1 > x0 { x1 - x0 } else { x0.abs().max(1.0) };
+    let (y0, y1) = all().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+        let (lo, hi) = p.ci.unwrap_or((p.y, p.y));
+        (a.min(lo).min(p.y), b.max(hi).max(p.y))
+    });
+    let (y0, y1) = if y0.is_finite() { (y0, y1) } else { (0.0, 1.0) };
+    let y_pad = if y1 > y0 {
+        (y1 - y0) * 0.12
+    } else {
+        y0.abs().max(1e-3) * 0.05
+    };
+    let (ylo, yhi) = (y0 - y_pad, y1 + y_pad);
+    let (xlo, xhi) = (x0 - x_span * 0.08, x1 + x_span * 0.08);
+    let dodge = x_span * 0.012;
+    let n = lines.len() as f64;
+    let y_dec = decimals(yhi - ylo);
+    let date_fmt = if x_span > 3.0 * 86400.0 {
+        "%Y-%m-%d"
+    } else if x_span > 2.0 * 3600.0 {
+        "%m-%d %H:%M"
+    } else {
+        "%H:%M:%S"
+    };
+    svg("history", (600, 400), |area| {
+        let mut chart = ChartBuilder::on(area)
+            .caption(title, (FONT, 17))
+            .margin(12)
+            .margin_right(28)
+            .x_label_area_size(48)
+            .y_label_area_size(72)
+            .build_cartesian_2d(xlo..xhi, ylo..yhi)?;
+        let x_fmt = |v: &f64| match axis {
+            XAxis::Step => {
+                if *v < 0.0 {
+                    String::new()
+                } else {
+                    format!("{:.0}", v)
+                }
+            }
+            XAxis::Date => chrono::DateTime::from_timestamp(v.round() as i64, 0)
+                .map(|d| d.format(date_fmt).to_string())
+                .unwrap_or_default(),
+        };
+        let y_fmt = |v: &f64| format!("{v:.y_dec$}");
+        chart
+            .configure_mesh()
+            .x_labels(6)
+            .y_labels(7)
+            .x_label_formatter(&x_fmt)
+            .y_label_formatter(&y_fmt)
+            .x_desc(axis.words())
+            .y_desc(y_desc)
+            .axis_desc_style((FONT, 14))
+            .label_style((FONT, 12))
+            .light_line_style(WHITE.mix(0.0))
+            .bold_line_style(BLACK.mix(0.08))
+            .draw()?;
+        for (k, l) in lines.iter().enumerate() {
+            let color = series_color(l.series);
+            let shift = (k as f64 - (n - 1.0) / 2.0) * dodge;
+            let mut pts: Vec<HistoryPoint> = l
+                .points
+                .iter()
+                .map(|p| HistoryPoint { x: p.x + shift, ..*p })
+                .collect();
+            pts.sort_by(|a, b| a.x.total_cmp(&b.x));
+            let xy: Vec<(f64, f64)> = pts.iter().map(|p| (p.x, p.y)).collect();
+            chart
+                .draw_series(LineSeries::new(xy.clone(), color.stroke_width(2)))?
+                .label(l.label.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                });
+            let cap = x_span * 0.006;
+            chart.draw_series(pts.iter().filter_map(|p| {
+                let (lo, hi) = p.ci?;
+                Some(PathElement::new(
+                    vec![(p.x, lo), (p.x, hi)],
+                    color.stroke_width(1),
+                ))
+            }))?;
+            chart.draw_series(pts.iter().filter_map(|p| p.ci.map(|c| (c, p))).flat_map(
+                |((lo, hi), p)| {
+                    [lo, hi].map(|y| {
+                        PathElement::new(vec![(p.x - cap, y), (p.x + cap, y)], color.stroke_width(1))
+                    })
+                },
+            ))?;
+            draw_markers(&mut chart, l.series, &xy)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font((FONT, 12))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK.mix(0.4))
             .draw()?;

@@ -1,0 +1,253 @@
+//! The history section (`--history RESULTS`): each metric of a results history over checkpoint
+//! steps (or finish dates), one line per (model, dataset), 95 % intervals as error bars, and a
+//! table per metric with every plotted number.
+//!
+//! The section is built from [`HistoryData`], a plain list of points per metric, so that the page
+//! does not depend on how the history is stored; [`HistoryData::from_history`] reads one from a
+//! results root (`surprisal suite run`'s `results.db`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::{ReportError, Result};
+use crate::page::{cell, Cell};
+use crate::plots::{self, marker_glyph, HistoryLine, HistoryPoint as PlotPoint, XAxis};
+
+/// The metrics charted, in this order, when the history has them.
+pub const METRICS: &[(&str, &str)] = &[
+    ("mean_nll_nats", "mean NLL (nats per token)"),
+    ("bits_per_byte", "bits per byte"),
+    ("perplexity", "perplexity"),
+    ("top1_accuracy", "top-1 accuracy"),
+    ("mean_entropy_nats", "mean entropy (nats)"),
+    ("calibration_ece", "calibration ECE"),
+];
+
+/// One metric of one run of the history.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Point {
+    /// The model's short name (a line per model and dataset).
+    pub model: String,
+    /// The dataset's short name.
+    pub dataset: String,
+    /// The protocol key (`name/window/stride/bos/max_tokens/max_chunks`): runs are only joined by a
+    /// line under the same key.
+    pub protocol: String,
+    /// The checkpoint step the model's path names, if any.
+    pub step: Option<u64>,
+    /// When the run finished (RFC 3339 UTC).
+    pub finished_at: String,
+    /// The metric's value.
+    pub value: f64,
+    /// Its standard error, where the run has one.
+    pub stderr: Option<f64>,
+    /// Its 95 % interval, where known.
+    pub ci95: Option<[f64; 2]>,
+    /// The run directory (the table links its row to it by `data-run`).
+    pub run_dir: PathBuf,
+    /// More about the run for the row's tooltip (fingerprint, version, device).
+    pub about: String,
+}
+
+/// What the history section shows.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HistoryData {
+    /// The database read.
+    pub source: PathBuf,
+    /// The selection, in words (`model exp1*, all datasets`).
+    pub selection: String,
+    /// Runs selected.
+    pub runs: usize,
+    /// `(metric, points)` in [`METRICS`] order; metrics without points are left out.
+    pub metrics: Vec<(String, Vec<Point>)>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct Row {
+    pub run: String,
+    pub title: String,
+    pub glyph: char,
+    pub line: String,
+    pub step: String,
+    pub finished: String,
+    pub cells: Vec<Cell>,
+    pub after: &'static str,
+}
+
+#[derive(Serialize)]
+pub(crate) struct MetricView {
+    pub metric: String,
+    pub svg: String,
+    pub caption: String,
+    pub rows: Vec<Row>,
+}
+
+/// The section's template context.
+#[derive(Serialize)]
+pub(crate) struct HistoryView {
+    pub source: String,
+    pub selection: String,
+    pub runs: usize,
+    pub metrics: Vec<MetricView>,
+}
+
+/// Seconds since the Unix epoch of an RFC 3339 time.
+fn epoch(t: &str) -> Option<f64> {
+    chrono::DateTime::parse_from_rfc3339(t)
+        .ok()
+        .map(|d| d.timestamp() as f64 + f64::from(d.timestamp_subsec_millis()) / 1e3)
+}
+
+/// `2026-12-07 20:31 UTC` from an RFC 3339 time (the text itself when it does not parse).
+fn short_time(t: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(t)
+        .map(|d| {
+            d.with_timezone(&chrono::Utc)
+                .format("%Y-%m-%d %H:%M:%S UTC")
+                .to_string()
+        })
+        .unwrap_or_else(|_| t.to_string())
+}
+
+/// The lines of a chart: one per (model, dataset, protocol), in order of first appearance.
+fn lines_of(points: &[Point]) -> Vec<(String, Vec<&Point>)> {
+    let protocols: std::collections::BTreeSet<&str> =
+        points.iter().map(|p| p.protocol.as_str()).collect();
+    let mut order: Vec<(&str, &str, &str)> = Vec::new();
+    let mut by: BTreeMap<(&str, &str, &str), Vec<&Point>> = BTreeMap::new();
+    for p in points {
+        let key = (p.model.as_str(), p.dataset.as_str(), p.protocol.as_str());
+        if !by.contains_key(&key) {
+            order.push(key);
+        }
+        by.entry(key).or_default().push(p);
+    }
+    order
+        .into_iter()
+        .map(|key| {
+            let label = if protocols.len() > 1 {
+                format!("{} × {} ({})", key.0, key.1, key.2)
+            } else {
+                format!("{} × {}", key.0, key.1)
+            };
+            (label, by.remove(&key).unwrap_or_default())
+        })
+        .collect()
+}
+
+/// The section for `data` (`None` when it holds no points).
+pub(crate) fn view(data: &HistoryData) -> std::result::Result<HistoryView, plots::PlotError> {
+    let mut metrics = Vec::new();
+    for (metric, points) in &data.metrics {
+        if points.is_empty() {
+            continue;
+        }
+        let desc = METRICS
+            .iter()
+            .find(|(m, _)| m == metric)
+            .map_or(metric.as_str(), |(_, d)| *d);
+        let by_step = points.iter().all(|p| p.step.is_some());
+        let x_of = |p: &Point| {
+            if by_step {
+                p.step.map(|s| s as f64)
+            } else {
+                epoch(&p.finished_at)
+            }
+        };
+        let lines = lines_of(points);
+        let plot_lines: Vec<HistoryLine> = lines
+            .iter()
+            .enumerate()
+            .map(|(k, (label, pts))| HistoryLine {
+                label: format!("{} {label}", marker_glyph(k)),
+                series: k,
+                points: pts
+                    .iter()
+                    .filter_map(|p| {
+                        Some(PlotPoint {
+                            x: x_of(p)?,
+                            y: p.value,
+                            ci: p.ci95.map(|c| (c[0], c[1])),
+                        })
+                    })
+                    .filter(|p| p.y.is_finite())
+                    .collect(),
+            })
+            .collect();
+        let axis = if by_step { XAxis::Step } else { XAxis::Date };
+        let svg = plots::history(&format!("{desc} over {}", axis.words()), desc, axis, &plot_lines)?;
+        let with_ci = points.iter().filter(|p| p.ci95.is_some()).count();
+        let caption = format!(
+            "{metric} of {} runs, one line per model × dataset{}, against {}; {}. \
+             Points of different lines at the same x are moved apart slightly so that their bars do not hide each other; \
+             the table below has every plotted number.",
+            points.len(),
+            if lines.len() > 1 { " (colour and marker shape)" } else { "" },
+            if by_step {
+                "the checkpoint step the model's path names"
+            } else {
+                "the time each run finished (not every run names a checkpoint step)"
+            },
+            if with_ci == points.len() {
+                "bars: 95 % intervals".to_string()
+            } else if with_ci == 0 {
+                "the history has no interval for this metric".to_string()
+            } else {
+                format!("bars: 95 % intervals ({with_ci} of {} runs have one)", points.len())
+            },
+        );
+        let mut rows = Vec::new();
+        for (k, (label, pts)) in lines.iter().enumerate() {
+            for p in pts {
+                let mut cells = vec![cell("", metric.clone(), p.value)];
+                if let Some(se) = p.stderr {
+                    cells.push(cell(" ± ", format!("{metric}_stderr"), se));
+                }
+                if let Some([lo, hi]) = p.ci95 {
+                    cells.push(cell(" (95 % CI ", format!("{metric}_ci95.0"), lo));
+                    cells.push(cell(" – ", format!("{metric}_ci95.1"), hi));
+                }
+                rows.push(Row {
+                    run: p.run_dir.display().to_string(),
+                    title: format!("{} · {}", p.run_dir.display(), p.about),
+                    glyph: marker_glyph(k),
+                    line: label.clone(),
+                    step: p.step.map_or_else(|| "—".into(), |s| s.to_string()),
+                    finished: short_time(&p.finished_at),
+                    after: if p.ci95.is_some() { ")" } else { "" },
+                    cells,
+                });
+            }
+        }
+        metrics.push(MetricView {
+            metric: metric.clone(),
+            svg,
+            caption,
+            rows,
+        });
+    }
+    Ok(HistoryView {
+        source: data.source.display().to_string(),
+        selection: data.selection.clone(),
+        runs: data.runs,
+        metrics,
+    })
+}
+
+/// Refuses a history section without a point.
+pub(crate) fn check_nonempty(data: &HistoryData) -> Result<()> {
+    if data.metrics.iter().all(|(_, p)| p.is_empty()) {
+        return Err(ReportError::new(
+            &data.source,
+            format!("no runs in the history match {}", data.selection),
+        ));
+    }
+    Ok(())
+}
+
+/// The path of the database in a results root (for messages).
+pub fn db_path(root: &Path) -> PathBuf {
+    root.join("results.db")
+}
