@@ -62,6 +62,12 @@ pub enum RunError {
     /// `surprisal gate` cannot read or compare its runs ([`crate::gate`]); the message names the path.
     #[error("{0}")]
     Gate(String),
+    /// The results history (`RESULTS/results.db`, [`crate::history`]); the message names the file.
+    #[error("{0}")]
+    History(String),
+    /// A suite file (`surprisal suite run SUITE.toml`, [`crate::suite`]); the message names the file.
+    #[error("{0}")]
+    Suite(String),
     /// Report writing problems (serialization, parquet, …).
     #[error("report error: {0}")]
     Report(String),

@@ -8,6 +8,8 @@
 //! * [`output`]: what a run writes and reads back: `summary.json`, per-token and per-word rows,
 //!   the checkpoint, the directory lock.
 //! * [`gate`]: `surprisal gate`, a candidate run against a baseline run (paired ΔNLL, KL, top-1).
+//! * [`suite`], [`history`]: `surprisal suite run` (models × datasets into a results root) and its
+//!   SQLite results history (`RESULTS/results.db`, read API for `surprisal history` and reports).
 //! * [`shard`], [`merge`]: sharded runs and `surprisal merge`.
 //! * [`data`], [`words`]: dataset readers and per-word surprisal.
 
@@ -18,6 +20,7 @@ pub mod document;
 pub mod engine;
 pub mod error;
 pub mod gate;
+pub mod history;
 pub mod job;
 pub mod merge;
 pub mod model;
@@ -25,6 +28,7 @@ pub mod output;
 pub mod progress;
 pub mod protocol;
 pub mod shard;
+pub mod suite;
 pub mod top_kl;
 pub mod words;
 

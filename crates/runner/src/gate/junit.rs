@@ -21,25 +21,69 @@ use crate::error::{Result, RunError};
 
 /// The JUnit XML document (UTF-8).
 pub fn to_junit(report: &GateReport, timestamp: &str) -> Result<String> {
-    let xml_err = |e: std::io::Error| RunError::Report(format!("JUnit XML: {e}"));
     let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
     let tests = report.checks.len().to_string();
     let failures = report.failures().to_string();
-    let time = format!("{:.6}", report.elapsed_seconds);
+    let time = junit_time(report.elapsed_seconds);
+    start_document(&mut w, &tests, &failures, &time)?;
+    write_testsuite(&mut w, "surprisal gate", report, timestamp)?;
+    end_document(w)
+}
+
+/// A time attribute: seconds with at most 3 decimals (the JUnit schema's `SUREFIRE_TIME` pattern
+/// allows no more).
+pub fn junit_time(seconds: f64) -> String {
+    format!("{:.3}", seconds.max(0.0))
+}
+
+pub(crate) fn xml_err(e: std::io::Error) -> RunError {
+    RunError::Report(format!("JUnit XML: {e}"))
+}
+
+/// The declaration and the opening `<testsuites>`.
+pub(crate) fn start_document(
+    w: &mut Writer<Vec<u8>>,
+    tests: &str,
+    failures: &str,
+    time: &str,
+) -> Result<()> {
     w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))
         .map_err(xml_err)?;
     let mut suites = BytesStart::new("testsuites");
     suites.extend_attributes([
         ("name", "surprisal gate"),
-        ("tests", tests.as_str()),
-        ("failures", failures.as_str()),
+        ("tests", tests),
+        ("failures", failures),
         ("errors", "0"),
-        ("time", time.as_str()),
+        ("time", time),
     ]);
-    w.write_event(Event::Start(suites)).map_err(xml_err)?;
+    w.write_event(Event::Start(suites)).map_err(xml_err)
+}
+
+/// The closing `</testsuites>`; the document as a string.
+pub(crate) fn end_document(mut w: Writer<Vec<u8>>) -> Result<String> {
+    w.write_event(Event::End(BytesEnd::new("testsuites")))
+        .map_err(xml_err)?;
+    let mut s = String::from_utf8(w.into_inner())
+        .map_err(|e| RunError::Report(format!("JUnit XML: {e}")))?;
+    s.push('\n');
+    Ok(s)
+}
+
+/// One `<testsuite name=NAME>` for `report`: properties, a test case per gate, the text report
+/// as `system-out`.
+pub(crate) fn write_testsuite(
+    w: &mut Writer<Vec<u8>>,
+    name: &str,
+    report: &GateReport,
+    timestamp: &str,
+) -> Result<()> {
+    let tests = report.checks.len().to_string();
+    let failures = report.failures().to_string();
+    let time = junit_time(report.elapsed_seconds);
     let mut suite = BytesStart::new("testsuite");
     suite.extend_attributes([
-        ("name", "surprisal gate"),
+        ("name", name),
         ("tests", tests.as_str()),
         ("failures", failures.as_str()),
         ("errors", "0"),
@@ -112,10 +156,5 @@ pub fn to_junit(report: &GateReport, timestamp: &str) -> Result<String> {
         .map_err(xml_err)?;
     w.write_event(Event::End(BytesEnd::new("testsuite")))
         .map_err(xml_err)?;
-    w.write_event(Event::End(BytesEnd::new("testsuites")))
-        .map_err(xml_err)?;
-    let mut s = String::from_utf8(w.into_inner())
-        .map_err(|e| RunError::Report(format!("JUnit XML: {e}")))?;
-    s.push('\n');
-    Ok(s)
+    Ok(())
 }
