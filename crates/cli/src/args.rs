@@ -32,8 +32,9 @@ pub enum Command {
     /// (runs overlaid), the calibration reliability diagram, the NLL and entropy-vs-NLL histograms,
     /// the text coloured by surprisal with the numbers in a tooltip per token (per word with
     /// --words) and, for compare runs, KL by context length, the ΔNLL histogram and the top-KL
-    /// positions. History over checkpoints or dates (--history) is not available yet: it needs the
-    /// results database of the nightly runs, which does not exist in this version.
+    /// positions. With --history RESULTS: each metric of a results history over checkpoint steps
+    /// or dates, a line per model × dataset with 95 % intervals (the history records no gate
+    /// verdicts, so none are marked).
     Report(ReportArgs),
     /// Is a candidate run worse than a baseline run beyond the noise? Paired per-token ΔNLL when both
     /// scored the same tokens; exit 0 pass, 1 regression, 2 usage or input error.
@@ -42,9 +43,20 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct ReportArgs {
-    /// The --out directories of finished eval or compare runs (merged, for sharded runs).
-    #[arg(required = true, value_name = "RUN_DIR")]
+    /// The --out directories of finished eval or compare runs (merged, for sharded runs); none
+    /// with --history makes a page of the history alone.
+    #[arg(required_unless_present = "history", value_name = "RUN_DIR")]
     pub dirs: Vec<PathBuf>,
+    /// Also show each metric of a results history (`surprisal suite run --results RESULTS`) over
+    /// checkpoint steps or finish dates, a line per model × dataset, with 95 % intervals.
+    #[arg(long, value_name = "RESULTS")]
+    pub history: Option<PathBuf>,
+    /// Only the history's models whose name, name@step or reference matches this glob.
+    #[arg(long, value_name = "GLOB", requires = "history")]
+    pub history_model: Option<String>,
+    /// Only the history's datasets whose short name matches this glob.
+    #[arg(long, value_name = "GLOB", requires = "history")]
+    pub history_data: Option<String>,
     /// The HTML file to write.
     #[arg(short = 'o', long = "output", value_name = "FILE.html")]
     pub output: PathBuf,

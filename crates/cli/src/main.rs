@@ -114,7 +114,17 @@ fn run(cli: Cli, interrupt: Arc<AtomicBool>) -> Result<()> {
                 tokens: a.tokens,
                 words: a.words,
             };
-            let html = surprisal_report::build(&a.dirs, &opts)?;
+            let history = a
+                .history
+                .map(|root| {
+                    surprisal_report::HistoryData::from_history(&surprisal_report::history::Query {
+                        root,
+                        model: a.history_model,
+                        data: a.history_data,
+                    })
+                })
+                .transpose()?;
+            let html = surprisal_report::build_with_history(&a.dirs, &opts, history.as_ref())?;
             surprisal_report::write(&a.output, &html)?;
             if !a.quiet {
                 eprintln!(

@@ -409,3 +409,256 @@ fn bad_run_directories_fail_with_one_line_naming_the_path() {
     );
     assert!(!out.exists(), "no page written on failure");
 }
+
+/// A results root built as `surprisal suite run` leaves one: ordinary `eval` run directories under
+/// `RESULTS/runs/`, each with its `suite-pair.json`, registered through the history's API. Three
+/// "checkpoints" (steps 100, 200, 300: three different fixture models) × two datasets.
+struct Results {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+}
+
+const STEPS: [(u64, &str); 3] = [(100, "llama"), (200, "llama_untied"), (300, "llama3_rope")];
+const DATASETS: [(&str, usize); 2] = [("shakespeare", 3), ("short", 2)];
+
+fn results() -> &'static Results {
+    static RESULTS: OnceLock<Results> = OnceLock::new();
+    RESULTS.get_or_init(|| {
+        use surprisal_runner::history::{self, PairInfo};
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("results");
+        let (mut hist, _) = history::open_or_rebuild(&root).unwrap();
+        let mut k = 0;
+        for (name, repeat) in DATASETS {
+            let data = write(&tmp.path().join(format!("{name}.txt")), text(repeat));
+            for (step, model) in STEPS {
+                k += 1;
+                let dir = root
+                    .join(history::RUNS_DIR)
+                    .join(format!("tiny__{name}__{k}"));
+                assert_ok(&run(&[
+                    "eval",
+                    "--model",
+                    s(&fixture(model)),
+                    "--data",
+                    s(&data),
+                    "--window",
+                    "64",
+                    "--stride",
+                    "32",
+                    "--out",
+                    s(&dir),
+                    "--per-token",
+                    "none",
+                ]));
+                PairInfo {
+                    fingerprint: format!("{k:064x}"),
+                    suite: "fixture".into(),
+                    model_name: "tiny".into(),
+                    checkpoint_step: Some(step),
+                    model_sha256: format!("{step:064x}"),
+                    dataset_name: name.into(),
+                    host: "test".into(),
+                }
+                .write(&dir)
+                .unwrap();
+                assert!(hist.register_dir(&dir).unwrap());
+            }
+        }
+        Results { _tmp: tmp, root }
+    })
+}
+
+/// The `<table data-metric>` of the history section: per metric, its rows as (data-run, the
+/// `data-key` → `data-value` cells).
+type HistoryRows = Vec<(String, Vec<(String, String)>)>;
+
+fn history_tables(sec: roxmltree::Node) -> Vec<(String, HistoryRows)> {
+    sec.descendants()
+        .filter(|n| n.has_tag_name("table") && n.has_attribute("data-metric"))
+        .map(|t| {
+            let rows = t
+                .descendants()
+                .filter(|r| r.has_tag_name("tr") && r.has_attribute("data-run"))
+                .map(|r| {
+                    let cells = r
+                        .descendants()
+                        .filter(|c| c.has_attribute("data-key"))
+                        .map(|c| {
+                            (
+                                c.attribute("data-key").unwrap().to_string(),
+                                c.attribute("data-value").unwrap().to_string(),
+                            )
+                        })
+                        .collect();
+                    (r.attribute("data-run").unwrap().to_string(), cells)
+                })
+                .collect();
+            (t.attribute("data-metric").unwrap().to_string(), rows)
+        })
+        .collect()
+}
+
+/// Every history table holds one row per selected run, and each number equals the history's
+/// (and, where summary.json has the key, the run's summary) exactly; returns the rows checked.
+fn check_history(
+    sec: roxmltree::Node,
+    filter: &surprisal_runner::history::Filter,
+    want_runs: usize,
+) -> usize {
+    let hist = surprisal_runner::history::open(&results().root).unwrap();
+    let names = hist.metric_names().unwrap();
+    let tables = history_tables(sec);
+    let want_metrics: Vec<&str> = surprisal_report::history::METRICS
+        .iter()
+        .map(|(m, _)| *m)
+        .filter(|m| names.iter().any(|n| n == m))
+        .collect();
+    let got_metrics: Vec<&str> = tables.iter().map(|(m, _)| m.as_str()).collect();
+    assert_eq!(got_metrics, want_metrics, "a table per charted metric");
+    assert!(want_metrics.contains(&"mean_nll_nats") && want_metrics.contains(&"top1_accuracy"));
+    assert_eq!(
+        sec.descendants().filter(|d| d.has_tag_name("svg")).count(),
+        tables.len(),
+        "a chart per metric"
+    );
+    let mut n = 0;
+    for (metric, rows) in &tables {
+        let points = hist.series(filter, metric).unwrap();
+        assert_eq!(points.len(), want_runs, "{metric}: runs selected");
+        assert_eq!(rows.len(), points.len(), "{metric}: one row per run");
+        for p in &points {
+            let dir = s(&p.run.run_dir);
+            let matching: Vec<_> = rows.iter().filter(|(r, _)| r == dir).collect();
+            assert_eq!(matching.len(), 1, "{metric}: one row for {dir}");
+            let cells = &matching[0].1;
+            let mut want = vec![(metric.clone(), Some(p.value))];
+            if let Some(se) = p.stderr {
+                want.push((format!("{metric}_stderr"), Some(se)));
+            }
+            if let Some([lo, hi]) = p.ci95 {
+                want.push((format!("{metric}_ci95.0"), Some(lo)));
+                want.push((format!("{metric}_ci95.1"), Some(hi)));
+            }
+            let got: Vec<(String, Option<f64>)> = cells
+                .iter()
+                .map(|(k, v)| (k.clone(), v.parse::<f64>().ok()))
+                .collect();
+            assert_eq!(got, want, "{metric} of {dir}: the history's numbers");
+            // the run's own summary.json: the value always, stderr and CI where it has them
+            let summary = read_json(&p.run.run_dir.join("summary.json"));
+            assert_eq!(
+                at(&summary, metric).as_f64(),
+                Some(p.value),
+                "{metric} of {dir}"
+            );
+            for (k, v) in &got {
+                if let Some(w) = at(&summary, k).as_f64() {
+                    assert_eq!(Some(w), *v, "{k} of {dir}: summary.json's number");
+                }
+            }
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn history_section_holds_one_point_per_run_with_the_history_numbers() {
+    use surprisal_runner::history::Filter;
+    let res = results();
+    let tmp = tempfile::tempdir().unwrap();
+    let runs_total = STEPS.len() * DATASETS.len();
+
+    // a page of the history alone
+    let out = tmp.path().join("h.html");
+    let html = report(&[], &["--history", s(&res.root)], &out);
+    let opt = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..Default::default()
+    };
+    let doc = roxmltree::Document::parse_with_options(&html, opt)
+        .unwrap_or_else(|e| panic!("not well-formed: {e}"));
+    assert!(!html.contains("http"), "an external URL in the page");
+    assert!(!html.contains("<script") && !html.contains("<link"));
+    assert!(html.len() < 400_000, "history page of {} bytes", html.len());
+    let sec = section(&doc, "history");
+    let checked = check_history(sec, &Filter::default(), runs_total);
+    assert!(checked >= 4 * runs_total);
+    assert!(
+        !doc.descendants()
+            .any(|d| d.attribute("id") == Some("overview")),
+        "no run sections without run directories"
+    );
+    let sec_text: String = sec.descendants().filter_map(|d| d.text()).collect();
+    assert!(sec_text.contains("checkpoint step"), "x = the step");
+    assert!(
+        sec_text.contains("no gate verdicts"),
+        "says why no gate is marked"
+    );
+    for (step, _) in STEPS {
+        assert!(sec_text.contains(&step.to_string()));
+    }
+
+    // a run directory and the history, filtered to one dataset and two checkpoints
+    let out = tmp.path().join("rh.html");
+    let html = report(
+        &[&runs().eval],
+        &[
+            "--history",
+            s(&res.root),
+            "--history-data",
+            "short",
+            "--history-model",
+            "tiny@[12]00",
+        ],
+        &out,
+    );
+    let doc = roxmltree::Document::parse_with_options(&html, opt).unwrap();
+    let filter = Filter {
+        model: Some("tiny@[12]00".into()),
+        data: Some("short".into()),
+        suite: None,
+    };
+    check_history(section(&doc, "history"), &filter, 2);
+    let sum0 = read_json(&runs().eval.join("summary.json"));
+    assert!(check_numbers(section(&doc, "run0"), &sum0) >= 18);
+}
+
+#[test]
+fn bad_history_fails_with_one_line_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("r.html");
+    let o = s(&out);
+    let missing = tmp.path().join("missing");
+    assert_clean_error(
+        &run(&["report", "--history", s(&missing), "-o", o]),
+        None,
+        &[s(&missing.join("results.db")), "does not exist"],
+    );
+    let junk = tmp.path().join("junk");
+    let db = write(
+        &junk.join("results.db"),
+        "not a database at all, but long enough".repeat(100),
+    );
+    assert_clean_error(
+        &run(&["report", "--history", s(&junk), "-o", o]),
+        None,
+        &[s(&db), "not a readable results database"],
+    );
+    let root = &results().root;
+    assert_clean_error(
+        &run(&[
+            "report",
+            "--history",
+            s(root),
+            "--history-model",
+            "nothing*",
+            "-o",
+            o,
+        ]),
+        None,
+        &[s(&root.join("results.db")), "no runs", "nothing*"],
+    );
+    assert!(!out.exists(), "no page written on failure");
+}

@@ -79,6 +79,7 @@ pub(crate) struct Row {
 #[derive(Serialize)]
 pub(crate) struct MetricView {
     pub metric: String,
+    pub head: String,
     pub svg: String,
     pub caption: String,
     pub rows: Vec<Row>,
@@ -177,7 +178,12 @@ pub(crate) fn view(data: &HistoryData) -> std::result::Result<HistoryView, plots
             })
             .collect();
         let axis = if by_step { XAxis::Step } else { XAxis::Date };
-        let svg = plots::history(&format!("{desc} over {}", axis.words()), desc, axis, &plot_lines)?;
+        let svg = plots::history(
+            &format!("{desc} over {}", axis.words()),
+            desc,
+            axis,
+            &plot_lines,
+        )?;
         let with_ci = points.iter().filter(|p| p.ci95.is_some()).count();
         let caption = format!(
             "{metric} of {} runs, one line per model × dataset{}, against {}; {}. \
@@ -221,7 +227,14 @@ pub(crate) fn view(data: &HistoryData) -> std::result::Result<HistoryView, plots
                 });
             }
         }
+        let with_se = points.iter().any(|p| p.stderr.is_some());
         metrics.push(MetricView {
+            head: match (with_se, with_ci > 0) {
+                (true, true) => format!("{metric} (± 1 standard error, 95 % CI)"),
+                (false, true) => format!("{metric} (95 % CI)"),
+                (true, false) => format!("{metric} (± 1 standard error)"),
+                (false, false) => metric.clone(),
+            },
             metric: metric.clone(),
             svg,
             caption,
@@ -247,7 +260,179 @@ pub(crate) fn check_nonempty(data: &HistoryData) -> Result<()> {
     Ok(())
 }
 
-/// The path of the database in a results root (for messages).
-pub fn db_path(root: &Path) -> PathBuf {
-    root.join("results.db")
+/// Which runs of a results history the section shows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Query {
+    /// The results root (`surprisal suite run --results`, holding `results.db`).
+    pub root: PathBuf,
+    /// A glob over the model's short name, `name@step` or reference.
+    pub model: Option<String>,
+    /// A glob over the dataset's short name.
+    pub data: Option<String>,
+}
+
+impl Query {
+    /// The selection in words.
+    fn words(&self) -> String {
+        format!(
+            "{}, {}",
+            self.model
+                .as_deref()
+                .map_or_else(|| "all models".into(), |g| format!("models matching {g:?}")),
+            self.data.as_deref().map_or_else(
+                || "all datasets".into(),
+                |g| format!("datasets matching {g:?}")
+            )
+        )
+    }
+}
+
+/// The history's error as a report error about `db`: its messages start with the path already.
+fn history_err(db: &Path, e: surprisal_runner::RunError) -> ReportError {
+    let msg = e.to_string();
+    let p = db.display().to_string();
+    let problem = msg
+        .strip_prefix(&format!("{p}: "))
+        .or_else(|| msg.strip_prefix(&format!("{p} ")))
+        .unwrap_or(&msg);
+    ReportError::new(db, problem.to_string())
+}
+
+impl HistoryData {
+    /// Reads the [`METRICS`] of the runs `q` selects from the results history in `q.root`, through
+    /// the history's read API (`surprisal_runner::history`).
+    pub fn from_history(q: &Query) -> Result<HistoryData> {
+        use surprisal_runner::history::{self as h, Filter};
+        let db = q.root.join(h::DB_FILE);
+        let err = |e| history_err(&db, e);
+        let hist = h::open(&q.root).map_err(err)?;
+        let filter = Filter {
+            model: q.model.clone(),
+            data: q.data.clone(),
+            suite: None,
+        };
+        let runs = hist.runs(&filter).map_err(err)?.len();
+        let known = hist.metric_names().map_err(err)?;
+        let mut metrics = Vec::new();
+        for (m, _) in METRICS {
+            if !known.iter().any(|k| k == m) {
+                continue;
+            }
+            let points = hist
+                .series(&filter, m)
+                .map_err(err)?
+                .into_iter()
+                .map(|p| {
+                    let r = &p.run;
+                    Point {
+                        model: r.model_name.clone(),
+                        dataset: r.dataset_name.clone(),
+                        protocol: r.protocol_key.clone(),
+                        step: r.checkpoint_step,
+                        finished_at: r.finished_at.clone(),
+                        value: p.value,
+                        stderr: p.stderr,
+                        ci95: p.ci95,
+                        about: format!(
+                            "suite {} · model {} · fingerprint {} · protocol {} · {} {} on {} · surprisal {} · {} tokens",
+                            r.suite,
+                            r.model_reference,
+                            r.fingerprint.get(..12).unwrap_or(&r.fingerprint),
+                            r.protocol_key,
+                            r.dtype,
+                            r.device,
+                            r.host,
+                            r.tool_version,
+                            r.tokens_scored
+                        ),
+                        run_dir: r.run_dir.clone(),
+                    }
+                })
+                .collect::<Vec<_>>();
+            if !points.is_empty() {
+                metrics.push((m.to_string(), points));
+            }
+        }
+        Ok(HistoryData {
+            source: db,
+            selection: q.words(),
+            runs,
+            metrics,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(model: &str, step: Option<u64>, finished_at: &str, value: f64) -> Point {
+        Point {
+            model: model.into(),
+            dataset: "d".into(),
+            protocol: "sliding/64/32/auto/-/-".into(),
+            step,
+            finished_at: finished_at.into(),
+            value,
+            stderr: Some(0.01),
+            ci95: Some([value - 0.0196, value + 0.0196]),
+            run_dir: PathBuf::from(format!("runs/{model}-{value}")),
+            about: String::new(),
+        }
+    }
+
+    fn data(points: Vec<Point>) -> HistoryData {
+        HistoryData {
+            source: PathBuf::from("r/results.db"),
+            selection: "all".into(),
+            runs: points.len(),
+            metrics: vec![("mean_nll_nats".into(), points)],
+        }
+    }
+
+    fn svg_text(svg: &str) -> String {
+        let doc = roxmltree::Document::parse(svg).unwrap();
+        doc.descendants().filter_map(|n| n.text()).collect()
+    }
+
+    #[test]
+    fn steps_on_the_x_axis_when_every_run_names_one_else_finish_times() {
+        let stepped = data(vec![
+            point("a", Some(500), "2026-12-01T00:00:00Z", 3.0),
+            point("a", Some(1500), "2026-12-02T00:00:00Z", 2.9),
+            point("b", Some(1000), "2026-12-03T00:00:00Z", 3.1),
+        ]);
+        let v = view(&stepped).unwrap();
+        let m = &v.metrics[0];
+        assert_eq!(m.rows.len(), 3);
+        let text = svg_text(&m.svg);
+        assert!(text.contains("checkpoint step"));
+        for step in ["500", "1000", "1500"] {
+            assert!(text.contains(step), "tick {step} in {text}");
+        }
+        assert!(
+            text.contains("a × d") && text.contains("b × d"),
+            "a line per model"
+        );
+
+        let mixed = data(vec![
+            point("a", Some(500), "2026-12-01T00:00:00Z", 3.0),
+            point("c", None, "2026-12-05T12:00:00Z", 3.2),
+        ]);
+        let v = view(&mixed).unwrap();
+        let text = svg_text(&v.metrics[0].svg);
+        assert!(text.contains("finish time (UTC)"), "{text}");
+        assert!(
+            text.contains("2026-12-01") && text.contains("2026-12-05"),
+            "{text}"
+        );
+        assert!(v.metrics[0].caption.contains("time each run finished"));
+    }
+
+    #[test]
+    fn an_empty_selection_is_refused_naming_the_database() {
+        let e = check_nonempty(&data(Vec::new())).unwrap_err();
+        assert_eq!(e.path, PathBuf::from("r/results.db"));
+        assert!(e.problem.contains("no runs"), "{e}");
+    }
 }

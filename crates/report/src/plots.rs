@@ -224,6 +224,12 @@ fn decimals(span: f64) -> usize {
     }
 }
 
+/// x in thousandths, on an integer axis (plotters' f64 axes take no custom ticks): a step or a
+/// time in seconds, dodged by fractions of a unit.
+fn milli(x: f64) -> i64 {
+    (x * 1e3).round() as i64
+}
+
 /// A metric over checkpoint steps or dates: a line per series with markers and 95 % error bars.
 /// Lines that share an x are dodged apart by a small fraction of the x range.
 pub fn history(
@@ -250,7 +256,10 @@ pub fn history(
     } else {
         y0.abs().max(1e-3) * 0.05
     };
-    let (ylo, yhi) = (y0 - y_pad, y1 + y_pad);
+    // room above the data for the legend (about 17 px a line in a plot area of about 290 px)
+    let legend = ((lines.len() as f64 * 17.0 + 14.0) / 290.0).min(0.6);
+    let ylo = y0 - y_pad;
+    let yhi = y1 + y_pad + (y1 + y_pad - ylo) * legend / (1.0 - legend);
     let (xlo, xhi) = (x0 - x_span * 0.08, x1 + x_span * 0.08);
     let dodge = x_span * 0.012;
     let n = lines.len() as f64;
@@ -262,23 +271,32 @@ pub fn history(
     } else {
         "%H:%M:%S"
     };
-    svg("history", (600, 400), |area| {
+    // the x ticks at the runs' own steps or times (at most 8 of them, 6 for the wider dates)
+    let mut xs: Vec<f64> = all().map(|p| p.x).collect();
+    xs.sort_by(f64::total_cmp);
+    xs.dedup();
+    let most = if axis == XAxis::Step { 8 } else { 6 };
+    let ticks: Vec<f64> = if xs.len() <= most {
+        xs
+    } else {
+        (0..most)
+            .map(|k| xs[k * (xs.len() - 1) / (most - 1)])
+            .collect()
+    };
+    svg("history", (560, 400), |area| {
         let mut chart = ChartBuilder::on(area)
             .caption(title, (FONT, 17))
             .margin(12)
             .margin_right(28)
             .x_label_area_size(48)
             .y_label_area_size(72)
-            .build_cartesian_2d(xlo..xhi, ylo..yhi)?;
-        let x_fmt = |v: &f64| match axis {
-            XAxis::Step => {
-                if *v < 0.0 {
-                    String::new()
-                } else {
-                    format!("{:.0}", v)
-                }
-            }
-            XAxis::Date => chrono::DateTime::from_timestamp(v.round() as i64, 0)
+            .build_cartesian_2d(
+                (milli(xlo)..milli(xhi)).with_key_points(ticks.iter().map(|&t| milli(t)).collect()),
+                ylo..yhi,
+            )?;
+        let x_fmt = |v: &i64| match axis {
+            XAxis::Step => format!("{}", (*v as f64 / 1e3).round()),
+            XAxis::Date => chrono::DateTime::from_timestamp((*v as f64 / 1e3).round() as i64, 0)
                 .map(|d| d.format(date_fmt).to_string())
                 .unwrap_or_default(),
         };
@@ -302,10 +320,13 @@ pub fn history(
             let mut pts: Vec<HistoryPoint> = l
                 .points
                 .iter()
-                .map(|p| HistoryPoint { x: p.x + shift, ..*p })
+                .map(|p| HistoryPoint {
+                    x: p.x + shift,
+                    ..*p
+                })
                 .collect();
             pts.sort_by(|a, b| a.x.total_cmp(&b.x));
-            let xy: Vec<(f64, f64)> = pts.iter().map(|p| (p.x, p.y)).collect();
+            let xy: Vec<(i64, f64)> = pts.iter().map(|p| (milli(p.x), p.y)).collect();
             chart
                 .draw_series(LineSeries::new(xy.clone(), color.stroke_width(2)))?
                 .label(l.label.clone())
@@ -316,14 +337,17 @@ pub fn history(
             chart.draw_series(pts.iter().filter_map(|p| {
                 let (lo, hi) = p.ci?;
                 Some(PathElement::new(
-                    vec![(p.x, lo), (p.x, hi)],
+                    vec![(milli(p.x), lo), (milli(p.x), hi)],
                     color.stroke_width(1),
                 ))
             }))?;
             chart.draw_series(pts.iter().filter_map(|p| p.ci.map(|c| (c, p))).flat_map(
                 |((lo, hi), p)| {
                     [lo, hi].map(|y| {
-                        PathElement::new(vec![(p.x - cap, y), (p.x + cap, y)], color.stroke_width(1))
+                        PathElement::new(
+                            vec![(milli(p.x - cap), y), (milli(p.x + cap), y)],
+                            color.stroke_width(1),
+                        )
                     })
                 },
             ))?;
