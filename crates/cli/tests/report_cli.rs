@@ -469,8 +469,8 @@ fn results() -> &'static Results {
     })
 }
 
-/// The `<table data-metric>` of the history section: per metric, its rows as (data-run, the
-/// `data-key` → `data-value` cells).
+/// The `<table data-metric>` of the history section: per metric, its rows as (data-run, or
+/// `mean of DATASETS @STEP` for a macro-average row, and the `data-key` → `data-value` cells).
 type HistoryRows = Vec<(String, Vec<(String, String)>)>;
 
 fn history_tables(sec: roxmltree::Node) -> Vec<(String, HistoryRows)> {
@@ -479,7 +479,7 @@ fn history_tables(sec: roxmltree::Node) -> Vec<(String, HistoryRows)> {
         .map(|t| {
             let rows = t
                 .descendants()
-                .filter(|r| r.has_tag_name("tr") && r.has_attribute("data-run"))
+                .filter(|r| r.has_tag_name("tr") && r.has_attribute("title"))
                 .map(|r| {
                     let cells = r
                         .descendants()
@@ -491,7 +491,15 @@ fn history_tables(sec: roxmltree::Node) -> Vec<(String, HistoryRows)> {
                             )
                         })
                         .collect();
-                    (r.attribute("data-run").unwrap().to_string(), cells)
+                    let id = match r.attribute("data-run") {
+                        Some(run) => run.to_string(),
+                        None => format!(
+                            "mean of {} @{}",
+                            r.attribute("data-average-of").unwrap(),
+                            r.attribute("data-step").unwrap()
+                        ),
+                    };
+                    (id, cells)
                 })
                 .collect();
             (t.attribute("data-metric").unwrap().to_string(), rows)
@@ -525,26 +533,59 @@ fn check_history(
     let mut n = 0;
     for (metric, rows) in &tables {
         let points = hist.series(filter, metric).unwrap();
+        let averages = surprisal_runner::history::macro_average(&points);
+        let datasets: std::collections::BTreeSet<&str> =
+            points.iter().map(|p| p.run.dataset_name.as_str()).collect();
+        let no_average = surprisal_report::history::NO_MACRO_AVERAGE.contains(&metric.as_str());
+        let want_averages = if datasets.len() > 1 && !no_average {
+            averages.len()
+        } else {
+            0
+        };
         assert_eq!(points.len(), want_runs, "{metric}: runs selected");
-        assert_eq!(rows.len(), points.len(), "{metric}: one row per run");
-        for p in &points {
-            let dir = s(&p.run.run_dir);
-            let matching: Vec<_> = rows.iter().filter(|(r, _)| r == dir).collect();
-            assert_eq!(matching.len(), 1, "{metric}: one row for {dir}");
-            let cells = &matching[0].1;
-            let mut want = vec![(metric.clone(), Some(p.value))];
-            if let Some(se) = p.stderr {
+        assert_eq!(
+            rows.len(),
+            points.len() + want_averages,
+            "{metric}: one row per run and per macro-average"
+        );
+        let cells_of = |id: &str| {
+            let matching: Vec<_> = rows.iter().filter(|(r, _)| r == id).collect();
+            assert_eq!(matching.len(), 1, "{metric}: one row for {id}");
+            matching[0]
+                .1
+                .iter()
+                .map(|(k, v)| (k.clone(), v.parse::<f64>().ok()))
+                .collect::<Vec<(String, Option<f64>)>>()
+        };
+        let want_cells = |value: f64, stderr: Option<f64>, ci95: Option<[f64; 2]>| {
+            let mut want = vec![(metric.clone(), Some(value))];
+            if let Some(se) = stderr {
                 want.push((format!("{metric}_stderr"), Some(se)));
             }
-            if let Some([lo, hi]) = p.ci95 {
+            if let Some([lo, hi]) = ci95 {
                 want.push((format!("{metric}_ci95.0"), Some(lo)));
                 want.push((format!("{metric}_ci95.1"), Some(hi)));
             }
-            let got: Vec<(String, Option<f64>)> = cells
-                .iter()
-                .map(|(k, v)| (k.clone(), v.parse::<f64>().ok()))
-                .collect();
-            assert_eq!(got, want, "{metric} of {dir}: the history's numbers");
+            want
+        };
+        for a in averages.iter().take(want_averages) {
+            let id = format!(
+                "mean of {} @{}",
+                a.datasets.join(" "),
+                a.checkpoint_step.unwrap()
+            );
+            let got = cells_of(&id);
+            assert_eq!(got, want_cells(a.value, a.stderr, a.ci95), "{metric}: {id}");
+            n += 1;
+        }
+        for p in &points {
+            let dir = s(&p.run.run_dir);
+            let got = cells_of(dir);
+            assert_eq!(
+                got,
+                want_cells(p.value, p.stderr, p.ci95),
+                "{metric} of {dir}: the history's numbers"
+            );
             // the run's own summary.json: the value always, stderr and CI where it has them
             let summary = read_json(&p.run.run_dir.join("summary.json"));
             assert_eq!(
@@ -584,7 +625,16 @@ fn history_section_holds_one_point_per_run_with_the_history_numbers() {
     assert!(html.len() < 400_000, "history page of {} bytes", html.len());
     let sec = section(&doc, "history");
     let checked = check_history(sec, &Filter::default(), runs_total);
-    assert!(checked >= 4 * runs_total);
+    // every run and, with two datasets, a macro-average per checkpoint, in at least 4 tables
+    assert!(
+        checked >= 4 * (runs_total + STEPS.len()),
+        "{checked} rows checked"
+    );
+    let averages = sec
+        .descendants()
+        .filter(|d| d.has_attribute("data-average-of"))
+        .count();
+    assert!(averages >= 4 * STEPS.len(), "{averages} macro-average rows");
     assert!(
         !doc.descendants()
             .any(|d| d.attribute("id") == Some("overview")),

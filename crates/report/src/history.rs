@@ -25,6 +25,10 @@ pub const METRICS: &[(&str, &str)] = &[
     ("calibration_ece", "calibration ECE"),
 ];
 
+/// Metrics without a macro-average line: the mean of perplexities is not the perplexity of the
+/// mean NLL (that is the exponential of the `mean_nll_nats` line's average).
+pub const NO_MACRO_AVERAGE: &[&str] = &["perplexity"];
+
 /// One metric of one run of the history.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Point {
@@ -49,6 +53,9 @@ pub struct Point {
     pub run_dir: PathBuf,
     /// More about the run for the row's tooltip (fingerprint, version, device).
     pub about: String,
+    /// Empty for a run; for a macro-average over datasets (drawn dashed, no run directory), the
+    /// datasets averaged.
+    pub average_of: Vec<String>,
 }
 
 /// What the history section shows.
@@ -67,6 +74,8 @@ pub struct HistoryData {
 #[derive(Serialize)]
 pub(crate) struct Row {
     pub run: String,
+    pub average_of: String,
+    pub step_value: String,
     pub title: String,
     pub glyph: char,
     pub line: String,
@@ -164,6 +173,7 @@ pub(crate) fn view(data: &HistoryData) -> std::result::Result<HistoryView, plots
             .map(|(k, (label, pts))| HistoryLine {
                 label: format!("{} {label}", marker_glyph(k)),
                 series: k,
+                dashed: pts.iter().any(|p| !p.average_of.is_empty()),
                 points: pts
                     .iter()
                     .filter_map(|p| {
@@ -184,24 +194,30 @@ pub(crate) fn view(data: &HistoryData) -> std::result::Result<HistoryView, plots
             axis,
             &plot_lines,
         )?;
-        let with_ci = points.iter().filter(|p| p.ci95.is_some()).count();
+        let runs: Vec<&Point> = points.iter().filter(|p| p.average_of.is_empty()).collect();
+        let with_ci = runs.iter().filter(|p| p.ci95.is_some()).count();
         let caption = format!(
-            "{metric} of {} runs, one line per model × dataset{}, against {}; {}. \
+            "{metric} of {} runs, one line per model × dataset{}{}, against {}; {}. \
              Points of different lines at the same x are moved apart slightly so that their bars do not hide each other; \
              the table below has every plotted number.",
-            points.len(),
+            runs.len(),
             if lines.len() > 1 { " (colour and marker shape)" } else { "" },
+            if points.iter().any(|p| !p.average_of.is_empty()) {
+                " and, dashed, its macro-average over the datasets per model version (mean of the datasets' values, standard error √(Σ se²) / D)"
+            } else {
+                ""
+            },
             if by_step {
                 "the checkpoint step the model's path names"
             } else {
                 "the time each run finished (not every run names a checkpoint step)"
             },
-            if with_ci == points.len() {
+            if with_ci == runs.len() {
                 "bars: 95 % intervals".to_string()
             } else if with_ci == 0 {
                 "the history has no interval for this metric".to_string()
             } else {
-                format!("bars: 95 % intervals ({with_ci} of {} runs have one)", points.len())
+                format!("bars: 95 % intervals ({with_ci} of {} runs have one)", runs.len())
             },
         );
         let mut rows = Vec::new();
@@ -215,9 +231,20 @@ pub(crate) fn view(data: &HistoryData) -> std::result::Result<HistoryView, plots
                     cells.push(cell(" (95 % CI ", format!("{metric}_ci95.0"), lo));
                     cells.push(cell(" – ", format!("{metric}_ci95.1"), hi));
                 }
+                let avg = !p.average_of.is_empty();
                 rows.push(Row {
-                    run: p.run_dir.display().to_string(),
-                    title: format!("{} · {}", p.run_dir.display(), p.about),
+                    run: if avg {
+                        String::new()
+                    } else {
+                        p.run_dir.display().to_string()
+                    },
+                    average_of: p.average_of.join(" "),
+                    step_value: p.step.map_or_else(String::new, |s| s.to_string()),
+                    title: if avg {
+                        p.about.clone()
+                    } else {
+                        format!("{} · {}", p.run_dir.display(), p.about)
+                    },
                     glyph: marker_glyph(k),
                     line: label.clone(),
                     step: p.step.map_or_else(|| "—".into(), |s| s.to_string()),
@@ -228,6 +255,7 @@ pub(crate) fn view(data: &HistoryData) -> std::result::Result<HistoryView, plots
             }
         }
         let with_se = points.iter().any(|p| p.stderr.is_some());
+        let with_ci = points.iter().filter(|p| p.ci95.is_some()).count();
         metrics.push(MetricView {
             head: match (with_se, with_ci > 0) {
                 (true, true) => format!("{metric} (± 1 standard error, 95 % CI)"),
@@ -318,10 +346,9 @@ impl HistoryData {
             if !known.iter().any(|k| k == m) {
                 continue;
             }
-            let points = hist
-                .series(&filter, m)
-                .map_err(err)?
-                .into_iter()
+            let raw = hist.series(&filter, m).map_err(err)?;
+            let mut points = raw
+                .iter()
                 .map(|p| {
                     let r = &p.run;
                     Point {
@@ -346,9 +373,35 @@ impl HistoryData {
                             r.tokens_scored
                         ),
                         run_dir: r.run_dir.clone(),
+                        average_of: Vec::new(),
                     }
                 })
                 .collect::<Vec<_>>();
+            // the macro-average over the datasets (per model version), when there are several
+            let datasets: std::collections::BTreeSet<&str> =
+                raw.iter().map(|p| p.run.dataset_name.as_str()).collect();
+            if datasets.len() > 1 && !NO_MACRO_AVERAGE.contains(m) {
+                points.extend(h::macro_average(&raw).into_iter().map(|a| Point {
+                    model: a.model_name.clone(),
+                    dataset: format!("mean of {}", a.datasets.join(" + ")),
+                    protocol: a.protocol_key.clone(),
+                    step: a.checkpoint_step,
+                    about: format!(
+                        "macro-average of {} over {} (the latest run of each) · suite {} · model {} · protocol {}",
+                        a.metric,
+                        a.datasets.join(", "),
+                        a.suite,
+                        a.model_reference,
+                        a.protocol_key
+                    ),
+                    finished_at: a.finished_at,
+                    value: a.value,
+                    stderr: a.stderr,
+                    ci95: a.ci95,
+                    run_dir: PathBuf::new(),
+                    average_of: a.datasets,
+                }));
+            }
             if !points.is_empty() {
                 metrics.push((m.to_string(), points));
             }
@@ -378,6 +431,7 @@ mod tests {
             ci95: Some([value - 0.0196, value + 0.0196]),
             run_dir: PathBuf::from(format!("runs/{model}-{value}")),
             about: String::new(),
+            average_of: Vec::new(),
         }
     }
 

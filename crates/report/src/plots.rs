@@ -213,6 +213,8 @@ pub struct HistoryLine {
     pub series: usize,
     /// The points (drawn in x order).
     pub points: Vec<HistoryPoint>,
+    /// Dashed (a macro-average) or solid (a run's series).
+    pub dashed: bool,
 }
 
 /// Decimals that tell ticks `span / 5` apart.
@@ -327,12 +329,19 @@ pub fn history(
                 .collect();
             pts.sort_by(|a, b| a.x.total_cmp(&b.x));
             let xy: Vec<(i64, f64)> = pts.iter().map(|p| (milli(p.x), p.y)).collect();
-            chart
-                .draw_series(LineSeries::new(xy.clone(), color.stroke_width(2)))?
-                .label(l.label.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
-                });
+            let style = color.stroke_width(2);
+            let drawn = if l.dashed {
+                chart.draw_series(DashedLineSeries::new(xy.clone(), 7, 4, style))?
+            } else {
+                chart.draw_series(LineSeries::new(xy.clone(), style))?
+            };
+            // two segments, touching for a solid line and apart for a dashed one
+            let gap = if l.dashed { 4 } else { 0 };
+            drawn.label(l.label.clone()).legend(move |(x, y)| {
+                EmptyElement::at((x, y))
+                    + PathElement::new(vec![(0, 0), (8, 0)], style)
+                    + PathElement::new(vec![(8 + gap, 0), (16 + gap, 0)], style)
+            });
             let cap = x_span * 0.006;
             chart.draw_series(pts.iter().filter_map(|p| {
                 let (lo, hi) = p.ci?;
