@@ -418,6 +418,25 @@ pub fn summary_metrics(s: &EvalSummary) -> Result<Vec<SummaryMetric>> {
     Ok(out)
 }
 
+/// A finished run directory's pair file and summary.
+fn read_run_dir(dir: &Path) -> Result<(PairInfo, SummaryFile<EvalSummary>)> {
+    let pair = PairInfo::read(dir)?;
+    let summary = SummaryFile::<EvalSummary>::read(&dir.join(SUMMARY_FILE))?;
+    if summary.mode != "eval" {
+        return Err(RunError::History(format!(
+            "{}: mode {:?}, the history holds eval runs",
+            dir.join(SUMMARY_FILE).display(),
+            summary.mode
+        )));
+    }
+    Ok((pair, summary))
+}
+
+/// A database error of the history at `root`.
+fn self_err(root: &Path, e: rusqlite::Error) -> RunError {
+    RunError::History(format!("{}: {e}", root.join(DB_FILE).display()))
+}
+
 /// Glob match (`*`, `?`, `[…]`); a pattern that does not parse matches itself only.
 fn glob_match(pattern: &str, s: &str) -> bool {
     match glob::Pattern::new(pattern) {
@@ -489,15 +508,17 @@ impl History {
     /// Registers the finished run in `dir` (its `summary.json` and `suite-pair.json`) in one
     /// transaction. Returns `false` when its fingerprint is already registered.
     pub fn register_dir(&mut self, dir: &Path) -> Result<bool> {
-        let pair = PairInfo::read(dir)?;
-        let summary = SummaryFile::<EvalSummary>::read(&dir.join(SUMMARY_FILE))?;
-        if summary.mode != "eval" {
-            return Err(RunError::History(format!(
-                "{}: mode {:?}, the history holds eval runs",
-                dir.join(SUMMARY_FILE).display(),
-                summary.mode
-            )));
-        }
+        let (pair, summary) = read_run_dir(dir)?;
+        self.insert(dir, &pair, &summary)
+    }
+
+    fn insert(
+        &mut self,
+        dir: &Path,
+        pair: &PairInfo,
+        summary: &SummaryFile<EvalSummary>,
+    ) -> Result<bool> {
+        let root = self.root.clone();
         let rel = dir
             .strip_prefix(&self.root)
             .unwrap_or(dir)
@@ -509,7 +530,7 @@ impl History {
             .map_err(|e| RunError::History(e.to_string()))?;
         let protocol_json = serde_json::to_string(&summary.protocol)
             .map_err(|e| RunError::History(e.to_string()))?;
-        let tx = self.conn.transaction().map_err(|e| db_err(dir, e))?;
+        let tx = self.conn.transaction().map_err(|e| self_err(&root, e))?;
         let inserted = tx
             .execute(
                 "INSERT INTO runs (fingerprint, run_dir, suite, model_name, model_reference,
@@ -549,7 +570,7 @@ impl History {
                     now_rfc3339(),
                 ],
             )
-            .map_err(|e| db_err(dir, e))?;
+            .map_err(|e| self_err(&root, e))?;
         if inserted == 0 {
             return Ok(false);
         }
@@ -560,7 +581,7 @@ impl History {
                     "INSERT INTO metrics (run_id, name, value, stderr, ci95_low, ci95_high)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
-                .map_err(|e| db_err(dir, e))?;
+                .map_err(|e| self_err(&root, e))?;
             for (name, value, se, ci) in &metrics {
                 st.execute(params![
                     id,
@@ -570,20 +591,21 @@ impl History {
                     ci.map(|c| c[0]),
                     ci.map(|c| c[1])
                 ])
-                .map_err(|e| db_err(dir, e))?;
+                .map_err(|e| self_err(&root, e))?;
             }
         }
-        tx.commit().map_err(|e| db_err(dir, e))?;
+        tx.commit().map_err(|e| self_err(&root, e))?;
         Ok(true)
     }
 
     /// Registers every finished run directory under `root/runs` that is not in the database yet
     /// (after a crash between a run's summary and its registration, or to rebuild a lost
-    /// database). Returns how many were registered.
-    pub fn sync(&mut self) -> Result<usize> {
+    /// database). Returns how many were registered and one line per directory that could not be
+    /// read (left out; a database error still fails the whole call).
+    pub fn sync(&mut self) -> Result<(usize, Vec<String>)> {
         let runs = self.root.join(RUNS_DIR);
         if !runs.is_dir() {
-            return Ok(0);
+            return Ok((0, Vec::new()));
         }
         let known: std::collections::HashSet<String> = {
             let mut st = self
@@ -603,14 +625,28 @@ impl History {
             .filter(|p| p.join(SUMMARY_FILE).is_file() && p.join(PAIR_FILE).is_file())
             .collect();
         dirs.sort();
-        let mut n = 0;
+        let (mut n, mut skipped) = (0, Vec::new());
         for d in dirs {
-            let pair = PairInfo::read(&d)?;
-            if !known.contains(&pair.fingerprint) && self.register_dir(&d)? {
-                n += 1;
+            let pair = match PairInfo::read(&d) {
+                Ok(p) => p,
+                Err(e) => {
+                    skipped.push(format!("{} left out of the history: {e}", d.display()));
+                    continue;
+                }
+            };
+            if known.contains(&pair.fingerprint) {
+                continue;
+            }
+            match read_run_dir(&d) {
+                Ok((pair, summary)) => {
+                    if self.insert(&d, &pair, &summary)? {
+                        n += 1;
+                    }
+                }
+                Err(e) => skipped.push(format!("{} left out of the history: {e}", d.display())),
             }
         }
-        Ok(n)
+        Ok((n, skipped))
     }
 
     const RUN_COLUMNS: &'static str = "id, fingerprint, run_dir, suite, model_name, model_reference,
@@ -658,7 +694,7 @@ impl History {
     fn query_runs(&self, where_sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<RunRecord>> {
         let sql = format!(
             "SELECT {} FROM runs {where_sql} ORDER BY suite, model_name,
-             COALESCE(checkpoint_step, -1), finished_at, id",
+             COALESCE(checkpoint_step, -1), finished_at, dataset_name, id",
             Self::RUN_COLUMNS
         );
         let mut st = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
@@ -669,7 +705,8 @@ impl History {
             .map_err(|e| self.err(e))
     }
 
-    /// The runs `filter` selects, ordered by suite, model, checkpoint step, finish time.
+    /// The runs `filter` selects, ordered by suite, model, checkpoint step, finish time (seconds),
+    /// dataset name.
     pub fn runs(&self, filter: &Filter) -> Result<Vec<RunRecord>> {
         let all = match &filter.suite {
             Some(s) => self.query_runs("WHERE suite = ?1", &[s])?,
