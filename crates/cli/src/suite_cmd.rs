@@ -202,7 +202,7 @@ fn csv(points: &[Point], macros: &[MacroPoint]) -> String {
             opt(m.ci95.map(|c| c[0])),
             opt(m.ci95.map(|c| c[1])),
             String::new(),
-            String::new(),
+            m.dtype.clone(),
             String::new(),
             m.model_reference.clone(),
             String::new(),
@@ -262,6 +262,7 @@ fn table(metric: &str, points: &[Point], macros: &[MacroPoint]) -> String {
             metric.to_string(),
             "stderr".into(),
             "95% CI".into(),
+            "dtype".into(),
         ]];
         for m in macros {
             rows.push([
@@ -271,6 +272,7 @@ fn table(metric: &str, points: &[Point], macros: &[MacroPoint]) -> String {
                 format!("{:.6}", m.value),
                 se(m.stderr),
                 ci(m.ci95),
+                m.dtype.clone(),
             ]);
         }
         push_table(&mut s, &rows);

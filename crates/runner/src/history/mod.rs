@@ -54,8 +54,8 @@
 //!
 //! # Macro-average
 //!
-//! Per model version (same `model_name`, `model_reference`, `model_sha256`, `protocol_key`; the
-//! latest run per dataset), over the datasets of the selection, when the model has all of them:
+//! Per model version (same `suite`, `model_name`, `checkpoint_step`, `model_reference`,
+//! `model_sha256`, `protocol_key`, `dtype` and `device`; the latest run per dataset), over the datasets of the selection, when the model has all of them:
 //! `value = (1/D) Σ_d m_d` and `stderr = √(Σ_d se_d²) / D`. The datasets are different texts, so
 //! their means are independent and the variance of the average is `Σ se_d² / D²`; each `se_d` is
 //! the run's own standard error (tokens treated as independent, as in the summaries). The 95 % CI
@@ -236,6 +236,10 @@ pub struct MacroPoint {
     pub model_sha256: String,
     /// The protocol key.
     pub protocol_key: String,
+    /// Compute dtype (`Q4_1` and `Q4_1 dequantized to F32` are different model versions).
+    pub dtype: String,
+    /// Device.
+    pub device: String,
     /// Metric name.
     pub metric: String,
     /// The datasets averaged (sorted).
@@ -826,7 +830,16 @@ pub fn macro_average(points: &[Point]) -> Vec<MacroPoint> {
     use std::collections::{BTreeMap, BTreeSet};
     let datasets: BTreeSet<&str> = points.iter().map(|p| p.run.dataset_name.as_str()).collect();
     // model version -> dataset -> latest point
-    type Key<'a> = (&'a str, &'a str, Option<u64>, &'a str, &'a str, &'a str);
+    type Key<'a> = (
+        &'a str,
+        &'a str,
+        Option<u64>,
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a str,
+    );
     let mut groups: BTreeMap<Key<'_>, BTreeMap<&str, &Point>> = BTreeMap::new();
     for p in points {
         let r = &p.run;
@@ -837,6 +850,8 @@ pub fn macro_average(points: &[Point]) -> Vec<MacroPoint> {
             r.model_reference.as_str(),
             r.model_sha256.as_str(),
             r.protocol_key.as_str(),
+            r.dtype.as_str(),
+            r.device.as_str(),
         );
         let slot = groups.entry(key).or_default();
         match slot.get(r.dataset_name.as_str()) {
@@ -848,7 +863,7 @@ pub fn macro_average(points: &[Point]) -> Vec<MacroPoint> {
         }
     }
     let mut out = Vec::new();
-    for ((suite, name, step, reference, sha, proto), by_data) in groups {
+    for ((suite, name, step, reference, sha, proto, dtype, device), by_data) in groups {
         if by_data.len() != datasets.len() {
             continue;
         }
@@ -866,6 +881,8 @@ pub fn macro_average(points: &[Point]) -> Vec<MacroPoint> {
             checkpoint_step: step,
             model_sha256: sha.to_string(),
             protocol_key: proto.to_string(),
+            dtype: dtype.to_string(),
+            device: device.to_string(),
             metric: points[0].metric.clone(),
             datasets: by_data.keys().map(|s| s.to_string()).collect(),
             value,
