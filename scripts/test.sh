@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 export SURPRISAL_CACHE="${SURPRISAL_CACHE:-$HOME/.cache/surprisal}"
 bash scripts/fetch_smollm2.sh
 bash scripts/fetch_gemma3.sh
+# xmllint (libxml2-utils): the JUnit schema test of crates/cli/tests/suite_cli.rs
+bash scripts/install_test_deps.sh
 cargo fmt --all --check
 cargo clippy --all-targets --release -- -D warnings
 cargo test --release --workspace

@@ -39,6 +39,112 @@ pub enum Command {
     /// Is a candidate run worse than a baseline run beyond the noise? Paired per-token ΔNLL when both
     /// scored the same tokens; exit 0 pass, 1 regression, 2 usage or input error.
     Gate(GateArgs),
+    /// Run a suite (models × datasets, one protocol) into a results root with a SQLite history.
+    #[command(subcommand)]
+    Suite(SuiteCommand),
+    /// The results history of a suite: a metric over checkpoints or dates, and its macro-average
+    /// over the datasets per model.
+    History(HistoryArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SuiteCommand {
+    /// Score every (model, dataset) pair of SUITE.toml into RESULTS/runs/<pair>/ (finished pairs are
+    /// skipped, interrupted ones resumed) and register each finished run in RESULTS/results.db.
+    Run(SuiteRunArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "The suite file format, the pair fingerprints and the results layout are in \
+README.md (\"Suites and the results history\"). Exit 0 when every pair finished (and every gate \
+passed), 1 when a --gate previous gate found a regression, 2 on usage or input errors, 130 when \
+interrupted (rerun the same command to continue)."
+)]
+pub struct SuiteRunArgs {
+    /// The suite file.
+    #[arg(value_name = "SUITE.toml")]
+    pub suite: PathBuf,
+    /// The results root [default: the suite's `results`, else ./results].
+    #[arg(long, value_name = "DIR")]
+    pub results: Option<PathBuf>,
+    /// Data of a dataset of the suite: NAME=PATH (any --data value); repeatable.
+    #[arg(long = "data", value_name = "NAME=PATH")]
+    pub data: Vec<String>,
+    /// Run only pairs k with k mod N = I (0-based). Without it: SURPRISAL_SHARD=I/N, then
+    /// SLURM_ARRAY_TASK_ID (with --shards N or SLURM_ARRAY_TASK_COUNT), then JOB_COMPLETION_INDEX
+    /// (with --shards N).
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Number of shards, for an index taken from the environment.
+    #[arg(long, value_name = "N")]
+    pub shards: Option<u64>,
+    /// Gate every finished pair against a baseline from the history: `previous` (the previous
+    /// checkpoint of a glob, the previous run of a fixed model; same suite, model name, dataset and
+    /// protocol). Exit 1 if any pair regressed.
+    #[arg(long, value_name = "QUERY", value_parser = ["previous"])]
+    pub gate: Option<String>,
+    /// Largest allowed increase of the mean per-token NLL, candidate − baseline (nats/token).
+    #[arg(
+        long,
+        value_name = "NATS",
+        default_value_t = 0.002,
+        allow_negative_numbers = true
+    )]
+    pub max_delta_nll_nats: f64,
+    /// One-sided confidence of every bound, in (0.5, 1).
+    #[arg(long, default_value_t = 0.99, allow_negative_numbers = true)]
+    pub confidence: f64,
+    /// Write the gates as Markdown (with --gate).
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
+    /// Write the gates as JUnit XML, one testsuite per pair (with --gate).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// No progress bar and no per-pair lines.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Compute threads [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Seconds between checkpoints [default: 30].
+    #[arg(long, hide = true)]
+    pub checkpoint_seconds: Option<u64>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HistoryFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Rows are ordered by suite, model, checkpoint step and finish time. The \
+macro-average is per model version over the datasets selected, for models that have a run on every \
+one of them: mean of the per-dataset values, stderr sqrt(sum se_d^2) / D (the datasets' means are \
+independent), 95% CI value ± 1.96 stderr."
+)]
+pub struct HistoryArgs {
+    /// The results root of `surprisal suite run` (holding results.db).
+    #[arg(value_name = "RESULTS")]
+    pub results: PathBuf,
+    /// Only models whose name, name@step or reference matches this glob.
+    #[arg(long, value_name = "GLOB")]
+    pub model: Option<String>,
+    /// Only datasets whose short name matches this glob.
+    #[arg(long, value_name = "NAME")]
+    pub data: Option<String>,
+    /// Only this suite.
+    #[arg(long, value_name = "NAME")]
+    pub suite: Option<String>,
+    /// The metric (any scalar of summary.json: mean_nll_nats, perplexity, bits_per_byte, ...).
+    #[arg(long, default_value = "mean_nll_nats")]
+    pub metric: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = HistoryFormat::Table)]
+    pub format: HistoryFormat,
 }
 
 #[derive(Args, Debug)]
@@ -85,9 +191,9 @@ bound < --min-top1-agreement). --max-kl-nats and --min-top1-agreement read a com
 (surprisal compare --model CANDIDATE --reference BASELINE --out DIR)."
 )]
 pub struct GateArgs {
-    /// The baseline run directory.
+    /// The baseline run directory, or `previous` (a history query, see below).
     #[arg(long, value_name = "RUN")]
-    pub baseline: PathBuf,
+    pub baseline: String,
     /// The candidate run directory.
     #[arg(long, value_name = "RUN")]
     pub candidate: PathBuf,
@@ -117,6 +223,10 @@ pub struct GateArgs {
     /// Print nothing; the exit status and the files only.
     #[arg(long)]
     pub quiet: bool,
+    /// The results root whose history answers `--baseline previous` [default: the one holding
+    /// the candidate, RESULTS/runs/<pair>].
+    #[arg(long, value_name = "DIR")]
+    pub results: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

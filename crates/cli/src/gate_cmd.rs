@@ -1,8 +1,11 @@
 //! `surprisal gate`: flags in, verdict out. The reading and the statistics are in
 //! `surprisal_runner::gate`.
 
+use std::path::{Path, PathBuf};
+
 use anyhow::{bail, Context, Result};
 use surprisal_runner::gate::{junit, markdown, run_gate, GateConfig};
+use surprisal_runner::history;
 use surprisal_runner::output::summary::{now_rfc3339, write_atomic};
 
 use crate::args::GateArgs;
@@ -45,7 +48,8 @@ pub fn run(a: &GateArgs) -> Result<()> {
         max_kl_nats: a.max_kl_nats,
         min_top1_agreement: a.min_top1_agreement,
     };
-    let report = run_gate(&a.baseline, &a.candidate, &config)?;
+    let baseline = baseline_dir(&a.baseline, &a.candidate, a.results.as_deref())?;
+    let report = run_gate(&baseline, &a.candidate, &config)?;
     if !a.quiet {
         print!("{}", markdown::to_text(&report));
     }
@@ -62,5 +66,56 @@ pub fn run(a: &GateArgs) -> Result<()> {
         Ok(())
     } else {
         Err(Regression.into())
+    }
+}
+
+/// `--baseline`: a run directory, or the history query `previous` (the previous run of the
+/// candidate's model and dataset in the results history holding the candidate, or `--results`).
+fn baseline_dir(baseline: &str, candidate: &Path, results: Option<&Path>) -> Result<PathBuf> {
+    if baseline != "previous" {
+        return Ok(PathBuf::from(baseline));
+    }
+    let root = match results {
+        Some(r) => r.to_path_buf(),
+        None => {
+            // RESULTS/runs/<pair>
+            let runs = candidate.parent().filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n == std::ffi::OsStr::new(history::RUNS_DIR))
+            });
+            match runs.and_then(Path::parent) {
+                Some(r) => r.to_path_buf(),
+                None => bail!(
+                    "--baseline previous: {} is not a suite run directory (RESULTS/{}/<pair>); pass --results DIR",
+                    candidate.display(),
+                    history::RUNS_DIR
+                ),
+            }
+        }
+    };
+    let h = history::open(&root)?;
+    if !candidate.join(history::PAIR_FILE).is_file() {
+        bail!(
+            "--baseline previous: {} has no {} (not a run directory of `surprisal suite run`)",
+            candidate.display(),
+            history::PAIR_FILE
+        );
+    }
+    let Some(rec) = h.run_for_dir(candidate)? else {
+        bail!(
+            "--baseline previous: {} is not registered in {} (run `surprisal suite run` on its suite to register it)",
+            candidate.display(),
+            root.join(history::DB_FILE).display()
+        );
+    };
+    match h.previous(&rec)? {
+        Some(prev) => Ok(prev.run_dir),
+        None => bail!(
+            "--baseline previous: {} has no earlier finished run of {} on {} (suite {}) to compare with",
+            root.join(history::DB_FILE).display(),
+            rec.model_name,
+            rec.dataset_name,
+            rec.suite
+        ),
     }
 }

@@ -2,6 +2,7 @@
 
 mod args;
 mod gate_cmd;
+mod suite_cmd;
 mod table;
 
 use std::path::PathBuf;
@@ -136,6 +137,8 @@ fn run(cli: Cli, interrupt: Arc<AtomicBool>) -> Result<()> {
             }
         }
         Command::Gate(a) => gate_cmd::run(&a)?,
+        Command::Suite(args::SuiteCommand::Run(a)) => suite_cmd::run_suite(&a, interrupt)?,
+        Command::History(a) => suite_cmd::history(&a)?,
         Command::Merge(a) => {
             let merged = merge::merge(&a.dir)?;
             if !a.quiet {
@@ -201,7 +204,7 @@ fn with_config(flags: Flags) -> Result<Flags> {
     Ok(flags.merge_under(file))
 }
 
-fn set_threads(threads: Option<usize>) -> Result<()> {
+pub(crate) fn set_threads(threads: Option<usize>) -> Result<()> {
     if let Some(n) = threads {
         if n == 0 {
             bail!("--threads must be at least 1");

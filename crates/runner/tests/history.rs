@@ -138,6 +138,11 @@ fn incomplete_models_are_left_out_and_the_latest_run_per_dataset_counts() {
         // b has no run on y
         point(record(4, "b", "x", "2026-01-01T00:00:00Z"), 2.0, 0.1),
     ];
+    // the same file run dequantized is another model version
+    let mut deq = record(5, "a", "x", "2026-01-03T00:00:00Z");
+    deq.dtype = "Q4_1 dequantized to F32".into();
+    let mut p = p;
+    p.push(point(deq, 9.0, 0.1));
     let m = macro_average(&p);
     assert_eq!(m.len(), 1);
     assert_eq!(m[0].model_name, "a");

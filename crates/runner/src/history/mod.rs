@@ -54,8 +54,8 @@
 //!
 //! # Macro-average
 //!
-//! Per model version (same `model_name`, `model_reference`, `model_sha256`, `protocol_key`; the
-//! latest run per dataset), over the datasets of the selection, when the model has all of them:
+//! Per model version (same `suite`, `model_name`, `checkpoint_step`, `model_reference`,
+//! `model_sha256`, `protocol_key`, `dtype` and `device`; the latest run per dataset), over the datasets of the selection, when the model has all of them:
 //! `value = (1/D) Σ_d m_d` and `stderr = √(Σ_d se_d²) / D`. The datasets are different texts, so
 //! their means are independent and the variance of the average is `Σ se_d² / D²`; each `se_d` is
 //! the run's own standard error (tokens treated as independent, as in the summaries). The 95 % CI
@@ -236,6 +236,10 @@ pub struct MacroPoint {
     pub model_sha256: String,
     /// The protocol key.
     pub protocol_key: String,
+    /// Compute dtype (`Q4_1` and `Q4_1 dequantized to F32` are different model versions).
+    pub dtype: String,
+    /// Device.
+    pub device: String,
     /// Metric name.
     pub metric: String,
     /// The datasets averaged (sorted).
@@ -418,6 +422,25 @@ pub fn summary_metrics(s: &EvalSummary) -> Result<Vec<SummaryMetric>> {
     Ok(out)
 }
 
+/// A finished run directory's pair file and summary.
+fn read_run_dir(dir: &Path) -> Result<(PairInfo, SummaryFile<EvalSummary>)> {
+    let pair = PairInfo::read(dir)?;
+    let summary = SummaryFile::<EvalSummary>::read(&dir.join(SUMMARY_FILE))?;
+    if summary.mode != "eval" {
+        return Err(RunError::History(format!(
+            "{}: mode {:?}, the history holds eval runs",
+            dir.join(SUMMARY_FILE).display(),
+            summary.mode
+        )));
+    }
+    Ok((pair, summary))
+}
+
+/// A database error of the history at `root`.
+fn self_err(root: &Path, e: rusqlite::Error) -> RunError {
+    RunError::History(format!("{}: {e}", root.join(DB_FILE).display()))
+}
+
 /// Glob match (`*`, `?`, `[…]`); a pattern that does not parse matches itself only.
 fn glob_match(pattern: &str, s: &str) -> bool {
     match glob::Pattern::new(pattern) {
@@ -489,15 +512,17 @@ impl History {
     /// Registers the finished run in `dir` (its `summary.json` and `suite-pair.json`) in one
     /// transaction. Returns `false` when its fingerprint is already registered.
     pub fn register_dir(&mut self, dir: &Path) -> Result<bool> {
-        let pair = PairInfo::read(dir)?;
-        let summary = SummaryFile::<EvalSummary>::read(&dir.join(SUMMARY_FILE))?;
-        if summary.mode != "eval" {
-            return Err(RunError::History(format!(
-                "{}: mode {:?}, the history holds eval runs",
-                dir.join(SUMMARY_FILE).display(),
-                summary.mode
-            )));
-        }
+        let (pair, summary) = read_run_dir(dir)?;
+        self.insert(dir, &pair, &summary)
+    }
+
+    fn insert(
+        &mut self,
+        dir: &Path,
+        pair: &PairInfo,
+        summary: &SummaryFile<EvalSummary>,
+    ) -> Result<bool> {
+        let root = self.root.clone();
         let rel = dir
             .strip_prefix(&self.root)
             .unwrap_or(dir)
@@ -509,7 +534,7 @@ impl History {
             .map_err(|e| RunError::History(e.to_string()))?;
         let protocol_json = serde_json::to_string(&summary.protocol)
             .map_err(|e| RunError::History(e.to_string()))?;
-        let tx = self.conn.transaction().map_err(|e| db_err(dir, e))?;
+        let tx = self.conn.transaction().map_err(|e| self_err(&root, e))?;
         let inserted = tx
             .execute(
                 "INSERT INTO runs (fingerprint, run_dir, suite, model_name, model_reference,
@@ -549,7 +574,7 @@ impl History {
                     now_rfc3339(),
                 ],
             )
-            .map_err(|e| db_err(dir, e))?;
+            .map_err(|e| self_err(&root, e))?;
         if inserted == 0 {
             return Ok(false);
         }
@@ -560,7 +585,7 @@ impl History {
                     "INSERT INTO metrics (run_id, name, value, stderr, ci95_low, ci95_high)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
-                .map_err(|e| db_err(dir, e))?;
+                .map_err(|e| self_err(&root, e))?;
             for (name, value, se, ci) in &metrics {
                 st.execute(params![
                     id,
@@ -570,20 +595,21 @@ impl History {
                     ci.map(|c| c[0]),
                     ci.map(|c| c[1])
                 ])
-                .map_err(|e| db_err(dir, e))?;
+                .map_err(|e| self_err(&root, e))?;
             }
         }
-        tx.commit().map_err(|e| db_err(dir, e))?;
+        tx.commit().map_err(|e| self_err(&root, e))?;
         Ok(true)
     }
 
     /// Registers every finished run directory under `root/runs` that is not in the database yet
     /// (after a crash between a run's summary and its registration, or to rebuild a lost
-    /// database). Returns how many were registered.
-    pub fn sync(&mut self) -> Result<usize> {
+    /// database). Returns how many were registered and one line per directory that could not be
+    /// read (left out; a database error still fails the whole call).
+    pub fn sync(&mut self) -> Result<(usize, Vec<String>)> {
         let runs = self.root.join(RUNS_DIR);
         if !runs.is_dir() {
-            return Ok(0);
+            return Ok((0, Vec::new()));
         }
         let known: std::collections::HashSet<String> = {
             let mut st = self
@@ -603,14 +629,28 @@ impl History {
             .filter(|p| p.join(SUMMARY_FILE).is_file() && p.join(PAIR_FILE).is_file())
             .collect();
         dirs.sort();
-        let mut n = 0;
+        let (mut n, mut skipped) = (0, Vec::new());
         for d in dirs {
-            let pair = PairInfo::read(&d)?;
-            if !known.contains(&pair.fingerprint) && self.register_dir(&d)? {
-                n += 1;
+            let pair = match PairInfo::read(&d) {
+                Ok(p) => p,
+                Err(e) => {
+                    skipped.push(format!("{} left out of the history: {e}", d.display()));
+                    continue;
+                }
+            };
+            if known.contains(&pair.fingerprint) {
+                continue;
+            }
+            match read_run_dir(&d) {
+                Ok((pair, summary)) => {
+                    if self.insert(&d, &pair, &summary)? {
+                        n += 1;
+                    }
+                }
+                Err(e) => skipped.push(format!("{} left out of the history: {e}", d.display())),
             }
         }
-        Ok(n)
+        Ok((n, skipped))
     }
 
     const RUN_COLUMNS: &'static str = "id, fingerprint, run_dir, suite, model_name, model_reference,
@@ -658,7 +698,7 @@ impl History {
     fn query_runs(&self, where_sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<RunRecord>> {
         let sql = format!(
             "SELECT {} FROM runs {where_sql} ORDER BY suite, model_name,
-             COALESCE(checkpoint_step, -1), finished_at, id",
+             COALESCE(checkpoint_step, -1), finished_at, dataset_name, id",
             Self::RUN_COLUMNS
         );
         let mut st = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
@@ -669,7 +709,8 @@ impl History {
             .map_err(|e| self.err(e))
     }
 
-    /// The runs `filter` selects, ordered by suite, model, checkpoint step, finish time.
+    /// The runs `filter` selects, ordered by suite, model, checkpoint step, finish time (seconds),
+    /// dataset name.
     pub fn runs(&self, filter: &Filter) -> Result<Vec<RunRecord>> {
         let all = match &filter.suite {
             Some(s) => self.query_runs("WHERE suite = ?1", &[s])?,
@@ -789,7 +830,16 @@ pub fn macro_average(points: &[Point]) -> Vec<MacroPoint> {
     use std::collections::{BTreeMap, BTreeSet};
     let datasets: BTreeSet<&str> = points.iter().map(|p| p.run.dataset_name.as_str()).collect();
     // model version -> dataset -> latest point
-    type Key<'a> = (&'a str, &'a str, Option<u64>, &'a str, &'a str, &'a str);
+    type Key<'a> = (
+        &'a str,
+        &'a str,
+        Option<u64>,
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a str,
+    );
     let mut groups: BTreeMap<Key<'_>, BTreeMap<&str, &Point>> = BTreeMap::new();
     for p in points {
         let r = &p.run;
@@ -800,6 +850,8 @@ pub fn macro_average(points: &[Point]) -> Vec<MacroPoint> {
             r.model_reference.as_str(),
             r.model_sha256.as_str(),
             r.protocol_key.as_str(),
+            r.dtype.as_str(),
+            r.device.as_str(),
         );
         let slot = groups.entry(key).or_default();
         match slot.get(r.dataset_name.as_str()) {
@@ -811,7 +863,7 @@ pub fn macro_average(points: &[Point]) -> Vec<MacroPoint> {
         }
     }
     let mut out = Vec::new();
-    for ((suite, name, step, reference, sha, proto), by_data) in groups {
+    for ((suite, name, step, reference, sha, proto, dtype, device), by_data) in groups {
         if by_data.len() != datasets.len() {
             continue;
         }
@@ -829,6 +881,8 @@ pub fn macro_average(points: &[Point]) -> Vec<MacroPoint> {
             checkpoint_step: step,
             model_sha256: sha.to_string(),
             protocol_key: proto.to_string(),
+            dtype: dtype.to_string(),
+            device: device.to_string(),
             metric: points[0].metric.clone(),
             datasets: by_data.keys().map(|s| s.to_string()).collect(),
             value,

@@ -157,7 +157,10 @@ pub fn run(
     if let Some(note) = &rebuilt {
         eprintln!("warning: {note}");
     }
-    let registered_on_sync = hist.sync()?;
+    let (registered_on_sync, unreadable) = hist.sync()?;
+    for w in &unreadable {
+        eprintln!("warning: {w}");
+    }
     if registered_on_sync > 0 {
         progress.line(&format!(
             "registered {registered_on_sync} finished run(s) found in {} that were missing from {}",
@@ -180,20 +183,24 @@ pub fn run(
     for (k, pair) in mine.into_iter().enumerate() {
         let dir = root.join(RUNS_DIR).join(&pair.dir_name);
         progress.pair_start(&pair, k);
+        let info = PairInfo {
+            fingerprint: pair.fingerprint.clone(),
+            suite: suite.name.clone(),
+            model_name: pair.model.name.clone(),
+            checkpoint_step: pair.model.checkpoint_step,
+            model_sha256: pair.model.sha256.clone(),
+            dataset_name: pair.data.name.clone(),
+            host: host.clone(),
+        };
         let status = if finished(&dir) {
+            // a damaged pair file (the sync left the run out) is written again from the plan
+            if PairInfo::read(&dir).is_err() {
+                info.write(&dir)?;
+            }
             PairStatus::Skipped
         } else {
             std::fs::create_dir_all(&dir).map_err(|e| RunError::io(&dir, e))?;
-            PairInfo {
-                fingerprint: pair.fingerprint.clone(),
-                suite: suite.name.clone(),
-                model_name: pair.model.name.clone(),
-                checkpoint_step: pair.model.checkpoint_step,
-                model_sha256: pair.model.sha256.clone(),
-                dataset_name: pair.data.name.clone(),
-                host: host.clone(),
-            }
-            .write(&dir)?;
+            info.write(&dir)?;
             let model = ModelSpec {
                 reference: pair.model.reference.clone(),
                 device: settings.device.clone(),
