@@ -5,7 +5,8 @@
 # Writes OUT_DIR/<section>.png for the header, the history (a page made with --history), the
 # overview (entropy rate) and each run; each shot is taken from a copy of the page that shows only
 # that section (a style rule; in the history shot its tables of numbers are also opened).
-# A history page of three or more checkpoints, e.g. from eval runs made without a suite:
+# A history page of three or more checkpoints: `surprisal suite run SUITE.toml --results RESULTS`
+# over a checkpoint glob (configs/suites/checkpoints.toml), or from eval runs made without a suite:
 #   cargo run --release -p surprisal-report --example history_from_runs -- RESULTS MODEL \
 #       heldout=0:runs/ckpt-0 heldout=3:runs/ckpt-3 heldout=6:runs/ckpt-6
 #   surprisal report --history RESULTS -o history.html

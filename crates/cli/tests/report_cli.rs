@@ -410,9 +410,8 @@ fn bad_run_directories_fail_with_one_line_naming_the_path() {
     assert!(!out.exists(), "no page written on failure");
 }
 
-/// A results root built as `surprisal suite run` leaves one: ordinary `eval` run directories under
-/// `RESULTS/runs/`, each with its `suite-pair.json`, registered through the history's API. Three
-/// "checkpoints" (steps 100, 200, 300: three different fixture models) × two datasets.
+/// A results root of `surprisal suite run`: three "checkpoints" (`ckpts/checkpoint-100`, `-200`,
+/// `-300`: three different fixture models) × two datasets, one suite run.
 struct Results {
     _tmp: tempfile::TempDir,
     root: PathBuf,
@@ -424,47 +423,28 @@ const DATASETS: [(&str, usize); 2] = [("shakespeare", 3), ("short", 2)];
 fn results() -> &'static Results {
     static RESULTS: OnceLock<Results> = OnceLock::new();
     RESULTS.get_or_init(|| {
-        use surprisal_runner::history::{self, PairInfo};
         let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().join("results");
-        let (mut hist, _) = history::open_or_rebuild(&root).unwrap();
-        let mut k = 0;
+        for (step, model) in STEPS {
+            support::copy_dir(
+                &fixture(model),
+                &tmp.path().join(format!("ckpts/checkpoint-{step}")),
+            );
+        }
+        let mut suite = format!(
+            "name = \"fixture\"\n[run]\nprotocol = \"sliding\"\nwindow = 64\nstride = 32\nper-token = \"none\"\n\
+             [[models]]\nname = \"tiny\"\nglob = \"{}/ckpts/checkpoint-*\"\n",
+            tmp.path().display()
+        );
         for (name, repeat) in DATASETS {
             let data = write(&tmp.path().join(format!("{name}.txt")), text(repeat));
-            for (step, model) in STEPS {
-                k += 1;
-                let dir = root
-                    .join(history::RUNS_DIR)
-                    .join(format!("tiny__{name}__{k}"));
-                assert_ok(&run(&[
-                    "eval",
-                    "--model",
-                    s(&fixture(model)),
-                    "--data",
-                    s(&data),
-                    "--window",
-                    "64",
-                    "--stride",
-                    "32",
-                    "--out",
-                    s(&dir),
-                    "--per-token",
-                    "none",
-                ]));
-                PairInfo {
-                    fingerprint: format!("{k:064x}"),
-                    suite: "fixture".into(),
-                    model_name: "tiny".into(),
-                    checkpoint_step: Some(step),
-                    model_sha256: format!("{step:064x}"),
-                    dataset_name: name.into(),
-                    host: "test".into(),
-                }
-                .write(&dir)
-                .unwrap();
-                assert!(hist.register_dir(&dir).unwrap());
-            }
+            suite.push_str(&format!(
+                "[[datasets]]\nname = \"{name}\"\ndata = \"{}\"\n",
+                data.display()
+            ));
         }
+        let suite = write(&tmp.path().join("suite.toml"), suite);
+        let root = tmp.path().join("results");
+        assert_ok(&run(&["suite", "run", s(&suite), "--results", s(&root)]));
         Results { _tmp: tmp, root }
     })
 }
