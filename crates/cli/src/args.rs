@@ -163,6 +163,9 @@ pub struct ReportArgs {
     /// Only the history's datasets whose short name matches this glob.
     #[arg(long, value_name = "GLOB", requires = "history")]
     pub history_data: Option<String>,
+    /// Only the history's runs of this suite.
+    #[arg(long, value_name = "NAME", requires = "history")]
+    pub history_suite: Option<String>,
     /// The HTML file to write.
     #[arg(short = 'o', long = "output", value_name = "FILE.html")]
     pub output: PathBuf,

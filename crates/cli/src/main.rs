@@ -122,6 +122,7 @@ fn run(cli: Cli, interrupt: Arc<AtomicBool>) -> Result<()> {
                         root,
                         model: a.history_model,
                         data: a.history_data,
+                        suite: a.history_suite,
                     })
                 })
                 .transpose()?;

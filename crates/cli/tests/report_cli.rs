@@ -593,7 +593,11 @@ fn history_section_holds_one_point_per_run_with_the_history_numbers() {
 
     // a page of the history alone
     let out = tmp.path().join("h.html");
-    let html = report(&[], &["--history", s(&res.root)], &out);
+    let html = report(
+        &[],
+        &["--history", s(&res.root), "--history-suite", "fixture"],
+        &out,
+    );
     let opt = roxmltree::ParsingOptions {
         allow_dtd: true,
         ..Default::default()
@@ -689,6 +693,19 @@ fn bad_history_fails_with_one_line_naming_the_file() {
         ]),
         None,
         &[s(&root.join("results.db")), "no runs", "nothing*"],
+    );
+    assert_clean_error(
+        &run(&[
+            "report",
+            "--history",
+            s(root),
+            "--history-suite",
+            "other",
+            "-o",
+            o,
+        ]),
+        None,
+        &[s(&root.join("results.db")), "no runs", "suite \"other\""],
     );
     assert!(!out.exists(), "no page written on failure");
 }

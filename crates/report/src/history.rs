@@ -297,6 +297,8 @@ pub struct Query {
     pub model: Option<String>,
     /// A glob over the dataset's short name.
     pub data: Option<String>,
+    /// Only this suite.
+    pub suite: Option<String>,
 }
 
 impl Query {
@@ -311,7 +313,10 @@ impl Query {
                 || "all datasets".into(),
                 |g| format!("datasets matching {g:?}")
             )
-        )
+        ) + &self
+            .suite
+            .as_deref()
+            .map_or_else(String::new, |n| format!(", suite {n:?}"))
     }
 }
 
@@ -337,9 +342,29 @@ impl HistoryData {
         let filter = Filter {
             model: q.model.clone(),
             data: q.data.clone(),
-            suite: None,
+            suite: q.suite.clone(),
         };
-        let runs = hist.runs(&filter).map_err(err)?.len();
+        let records = hist.runs(&filter).map_err(err)?;
+        let runs = records.len();
+        // a line per model name, told apart by suite and by dtype/device where the selection
+        // holds several (the history's model versions differ in them too)
+        let suites: std::collections::BTreeSet<&str> =
+            records.iter().map(|r| r.suite.as_str()).collect();
+        let builds: std::collections::BTreeSet<(&str, &str)> = records
+            .iter()
+            .map(|r| (r.dtype.as_str(), r.device.as_str()))
+            .collect();
+        let line_model = |suite: &str, name: &str, dtype: &str, device: &str| {
+            let mut l = if suites.len() > 1 {
+                format!("{suite}/{name}")
+            } else {
+                name.to_string()
+            };
+            if builds.len() > 1 {
+                l.push_str(&format!(" [{dtype} on {device}]"));
+            }
+            l
+        };
         let known = hist.metric_names().map_err(err)?;
         let mut metrics = Vec::new();
         for (m, _) in METRICS {
@@ -352,7 +377,7 @@ impl HistoryData {
                 .map(|p| {
                     let r = &p.run;
                     Point {
-                        model: r.model_name.clone(),
+                        model: line_model(&r.suite, &r.model_name, &r.dtype, &r.device),
                         dataset: r.dataset_name.clone(),
                         protocol: r.protocol_key.clone(),
                         step: r.checkpoint_step,
@@ -382,7 +407,7 @@ impl HistoryData {
                 raw.iter().map(|p| p.run.dataset_name.as_str()).collect();
             if datasets.len() > 1 && !NO_MACRO_AVERAGE.contains(m) {
                 points.extend(h::macro_average(&raw).into_iter().map(|a| Point {
-                    model: a.model_name.clone(),
+                    model: line_model(&a.suite, &a.model_name, &a.dtype, &a.device),
                     dataset: format!("mean of {}", a.datasets.join(" + ")),
                     protocol: a.protocol_key.clone(),
                     step: a.checkpoint_step,

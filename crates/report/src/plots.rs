@@ -285,6 +285,13 @@ pub fn history(
             .map(|k| xs[k * (xs.len() - 1) / (most - 1)])
             .collect()
     };
+    // times of one day: the day in the axis description
+    let x_desc = match chrono::DateTime::from_timestamp(x0.round() as i64, 0) {
+        Some(d) if axis == XAxis::Date && date_fmt == "%H:%M:%S" => {
+            format!("{} on {}", axis.words(), d.format("%Y-%m-%d"))
+        }
+        _ => axis.words().to_string(),
+    };
     svg("history", (560, 400), |area| {
         let mut chart = ChartBuilder::on(area)
             .caption(title, (FONT, 17))
@@ -309,7 +316,7 @@ pub fn history(
             .y_labels(7)
             .x_label_formatter(&x_fmt)
             .y_label_formatter(&y_fmt)
-            .x_desc(axis.words())
+            .x_desc(&x_desc)
             .y_desc(y_desc)
             .axis_desc_style((FONT, 14))
             .label_style((FONT, 12))
