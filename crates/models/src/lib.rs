@@ -33,7 +33,7 @@ use candle_core::{DType, Device};
 
 pub use arch::{supported_architectures, supported_gguf_architectures};
 pub use config::DecoderConfig;
-pub use decoder::CausalLm;
+pub use decoder::{CausalLm, KvCache, Session};
 pub use error::ModelError;
 pub use source::ModelSource;
 pub use tokenizer::{Encoded, TextTokenizer};
