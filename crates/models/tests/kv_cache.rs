@@ -4,8 +4,9 @@
 //! GPT-2's learned positions, partial rotary, LongRoPE, ...), for fixtures converted to GGUF
 //! (quantized: llama.cpp's order of operations where the family has it) and for SmolLM2 Q4_1.
 //!
-//! Tokens are fed in three schedules: one at a time; a prefix at once then one at a time (what
-//! `surprisal compress` does when a window restarts with an overlap); chunks of 5.
+//! Tokens are fed in four schedules: one at a time; a prefix at once then one at a time (what
+//! `surprisal compress` does when a window restarts with an overlap); chunks of 5; and 140 at
+//! once after a cached prefix (several query blocks of the attention op after cached keys).
 
 mod common;
 
@@ -81,7 +82,7 @@ fn check(name: &str, loaded: &LoadedModel, n: usize, tol: f64) -> f64 {
     let want = windowed_nll(&loaded.model, &ids);
     let mut session = Session::with_window(&loaded.model, ids.len());
     let mut worst = 0f64;
-    for pieces in [&[1][..], &[37, 1], &[5]] {
+    for pieces in [&[1][..], &[37, 1], &[5], &[3, 140, 1]] {
         session.reset();
         let rows = incremental_rows(&mut session, &ids, pieces);
         let got = nll_of_rows(&rows[..ids.len() - 1], &ids);

@@ -89,7 +89,7 @@ impl CpuCausalAttention {
                     }
                     // the scores (len, end) times the rows of v (end, D), into this head's rows
                     matmul(len, d, end, &mut out[start * d..], d, sc, end, vh, kv_rs, 1);
-                    start = end;
+                    start += len;
                 }
                 out
             })
