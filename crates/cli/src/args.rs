@@ -38,6 +38,11 @@ pub enum Command {
     /// Is a candidate run worse than a baseline run beyond the noise? Paired per-token ΔNLL when both
     /// scored the same tokens; exit 0 pass, 1 regression, 2 usage or input error.
     Gate(GateArgs),
+    /// Compress a file losslessly with a model's next-token probabilities (range coding): the
+    /// bits per byte eval reports, as a file size. See docs/compression.md.
+    Compress(crate::compress_cmd::CompressArgs),
+    /// Restore a file made by `surprisal compress` (needs the same model).
+    Decompress(crate::compress_cmd::DecompressArgs),
 }
 
 #[derive(Args, Debug)]

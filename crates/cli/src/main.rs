@@ -1,6 +1,7 @@
 //! `surprisal`: flags in, tables out. All the work happens in `surprisal-runner`.
 
 mod args;
+mod compress_cmd;
 mod gate_cmd;
 mod table;
 
@@ -126,6 +127,14 @@ fn run(cli: Cli, interrupt: Arc<AtomicBool>) -> Result<()> {
             }
         }
         Command::Gate(a) => gate_cmd::run(&a)?,
+        Command::Compress(a) => {
+            set_threads(a.threads)?;
+            compress_cmd::run_compress(&a)?
+        }
+        Command::Decompress(a) => {
+            set_threads(a.threads)?;
+            compress_cmd::run_decompress(&a)?
+        }
         Command::Merge(a) => {
             let merged = merge::merge(&a.dir)?;
             if !a.quiet {

@@ -1,0 +1,160 @@
+//! `surprisal compress` / `surprisal decompress`: the flags, the progress bar and the summary
+//! line; the format and the coding live in `surprisal-compress`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use surprisal_compress::{compress, decompress, model_key, Params};
+use surprisal_models::{load, LoadOptions, LoadedModel, ModelSource};
+
+#[derive(Args, Debug)]
+pub struct CompressArgs {
+    /// The model whose probabilities code the text: a GGUF file, a model directory or a hub id.
+    /// Decompressing needs the very same model.
+    #[arg(long, value_name = "M")]
+    pub model: String,
+    /// The file to compress.
+    #[arg(value_name = "IN")]
+    pub input: PathBuf,
+    /// The compressed file to write.
+    #[arg(short = 'o', long = "output", value_name = "OUT.sz")]
+    pub output: PathBuf,
+    /// Tokens per window, BOS included (as `eval --protocol sliding --window`).
+    #[arg(long, default_value_t = 256)]
+    pub window: usize,
+    /// Tokens between window starts [default: window / 2] (as `eval --stride`).
+    #[arg(long)]
+    pub stride: Option<usize>,
+    /// Compute threads [default: all cores]. The output does not depend on it.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// No progress bar and no summary line.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DecompressArgs {
+    /// The model the file was compressed with.
+    #[arg(long, value_name = "M")]
+    pub model: String,
+    /// The compressed file.
+    #[arg(value_name = "IN.sz")]
+    pub input: PathBuf,
+    /// Where to write the original bytes.
+    #[arg(short = 'o', long = "output", value_name = "OUT")]
+    pub output: PathBuf,
+    /// Compute threads [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// No progress bar and no summary line.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn load_model(spec: &str) -> Result<LoadedModel> {
+    let source = ModelSource::parse(spec)?;
+    Ok(load(&source, &LoadOptions::default())?)
+}
+
+fn bar(quiet: bool, what: &str) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    b.set_style(
+        ProgressStyle::with_template(&format!(
+            "{what} {{bar:30}} {{pos}}/{{len}} tokens {{per_sec}} ETA {{eta}}"
+        ))
+        .expect("a valid template"),
+    );
+    b
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory, so a failed run
+/// never leaves a partial output.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+pub fn run_compress(a: &CompressArgs) -> Result<()> {
+    let input = std::fs::read(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
+    let loaded = load_model(&a.model)?;
+    let key = model_key(&loaded)?;
+    let params = Params {
+        window: a.window,
+        stride: a.stride.unwrap_or(a.window / 2),
+    };
+    let pb = bar(a.quiet, "compress");
+    let started = Instant::now();
+    let (sz, s) = compress(&loaded, &key, &input, params, &mut |done, total| {
+        pb.set_length(total);
+        pb.set_position(done);
+    })
+    .with_context(|| format!("compressing {}", a.input.display()))?;
+    let secs = started.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    write_atomically(&a.output, &sz)?;
+    if !a.quiet {
+        let bpb = |bytes: u64| 8.0 * bytes as f64 / (s.original_bytes.max(1)) as f64;
+        let nll_bits = s.model_nll_nats / std::f64::consts::LN_2 + s.uniform_bits;
+        eprintln!(
+            "{} -> {}: {} -> {} bytes ({} header), {:.4} bits_per_byte ({:.4} payload only; model NLL {:.4}), {} tokens, {} raw bytes, {:.1} s, {:.0} bytes/s, {:.1} tokens/s",
+            a.input.display(),
+            a.output.display(),
+            s.original_bytes,
+            s.compressed_bytes,
+            s.overhead_bytes,
+            bpb(s.compressed_bytes),
+            bpb(s.payload_bytes),
+            nll_bits / s.original_bytes.max(1) as f64,
+            s.tokens,
+            s.raw_bytes,
+            secs,
+            s.original_bytes as f64 / secs,
+            s.tokens as f64 / secs,
+        );
+    }
+    Ok(())
+}
+
+pub fn run_decompress(a: &DecompressArgs) -> Result<()> {
+    let data = std::fs::read(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
+    // check the file before loading the model: a damaged or foreign file fails at once
+    if let Err(e) = surprisal_compress::container::Container::from_bytes(&data) {
+        bail!("{}: {e}", a.input.display());
+    }
+    let loaded = load_model(&a.model)?;
+    let key = model_key(&loaded)?;
+    let pb = bar(a.quiet, "decompress");
+    let started = Instant::now();
+    let out = decompress(&loaded, &key, &data, &mut |done, total| {
+        pb.set_length(total);
+        pb.set_position(done);
+    });
+    pb.finish_and_clear();
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => bail!("{}: {e}", a.input.display()),
+    };
+    let secs = started.elapsed().as_secs_f64();
+    write_atomically(&a.output, &out)?;
+    if !a.quiet {
+        eprintln!(
+            "{} -> {}: {} -> {} bytes, {:.1} s, {:.0} bytes/s",
+            a.input.display(),
+            a.output.display(),
+            data.len(),
+            out.len(),
+            secs,
+            out.len() as f64 / secs
+        );
+    }
+    Ok(())
+}
