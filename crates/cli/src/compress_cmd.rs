@@ -1,59 +1,15 @@
 //! `surprisal compress` / `surprisal decompress`: the flags, the progress bar and the summary
 //! line; the format and the coding live in `surprisal-compress`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use surprisal_compress::{compress, decompress, model_key, Params};
 use surprisal_models::{load, LoadOptions, LoadedModel, ModelSource};
 
-#[derive(Args, Debug)]
-pub struct CompressArgs {
-    /// The model whose probabilities code the text: a GGUF file, a model directory or a hub id.
-    /// Decompressing needs the very same model.
-    #[arg(long, value_name = "M")]
-    pub model: String,
-    /// The file to compress.
-    #[arg(value_name = "IN")]
-    pub input: PathBuf,
-    /// The compressed file to write.
-    #[arg(short = 'o', long = "output", value_name = "OUT.sz")]
-    pub output: PathBuf,
-    /// Tokens per window, BOS included (as `eval --protocol sliding --window`).
-    #[arg(long, default_value_t = 256)]
-    pub window: usize,
-    /// Tokens between window starts [default: window / 2] (as `eval --stride`).
-    #[arg(long)]
-    pub stride: Option<usize>,
-    /// Compute threads [default: all cores]. The output does not depend on it.
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// No progress bar and no summary line.
-    #[arg(long)]
-    pub quiet: bool,
-}
-
-#[derive(Args, Debug)]
-pub struct DecompressArgs {
-    /// The model the file was compressed with.
-    #[arg(long, value_name = "M")]
-    pub model: String,
-    /// The compressed file.
-    #[arg(value_name = "IN.sz")]
-    pub input: PathBuf,
-    /// Where to write the original bytes.
-    #[arg(short = 'o', long = "output", value_name = "OUT")]
-    pub output: PathBuf,
-    /// Compute threads [default: all cores].
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// No progress bar and no summary line.
-    #[arg(long)]
-    pub quiet: bool,
-}
+use crate::args::{CompressArgs, DecompressArgs};
 
 fn load_model(spec: &str) -> Result<LoadedModel> {
     let source = ModelSource::parse(spec)?;
