@@ -40,7 +40,8 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 pub fn run_compress(a: &CompressArgs) -> Result<()> {
-    let input = std::fs::read(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
+    let input =
+        std::fs::read(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
     let loaded = load_model(&a.model)?;
     let key = model_key(&loaded)?;
     let params = Params {
@@ -58,18 +59,23 @@ pub fn run_compress(a: &CompressArgs) -> Result<()> {
     pb.finish_and_clear();
     write_atomically(&a.output, &sz)?;
     if !a.quiet {
-        let bpb = |bytes: u64| 8.0 * bytes as f64 / (s.original_bytes.max(1)) as f64;
+        // bits per byte of the original: of the whole file, of the payload alone, and the
+        // model's NLL over the same windows (what `eval` reports); none for an empty input
+        let per_byte = |bits: f64| match s.original_bytes {
+            0 => "-".to_string(),
+            n => format!("{:.4}", bits / n as f64),
+        };
         let nll_bits = s.model_nll_nats / std::f64::consts::LN_2 + s.uniform_bits;
         eprintln!(
-            "{} -> {}: {} -> {} bytes ({} header), {:.4} bits_per_byte ({:.4} payload only; model NLL {:.4}), {} tokens, {} raw bytes, {:.1} s, {:.0} bytes/s, {:.1} tokens/s",
+            "{} -> {}: {} -> {} bytes ({} header), {} bits_per_byte ({} payload only; model NLL {}), {} tokens, {} raw bytes, {:.1} s, {:.0} bytes/s, {:.1} tokens/s",
             a.input.display(),
             a.output.display(),
             s.original_bytes,
             s.compressed_bytes,
             s.overhead_bytes,
-            bpb(s.compressed_bytes),
-            bpb(s.payload_bytes),
-            nll_bits / s.original_bytes.max(1) as f64,
+            per_byte(8.0 * s.compressed_bytes as f64),
+            per_byte(8.0 * s.payload_bytes as f64),
+            per_byte(nll_bits),
             s.tokens,
             s.raw_bytes,
             secs,

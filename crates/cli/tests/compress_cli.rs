@@ -51,7 +51,11 @@ fn round_trip_and_errors() {
             "2",
         ],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = run_bin(
         bin(),
         &[
@@ -65,14 +69,25 @@ fn round_trip_and_errors() {
             "1",
         ],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(std::fs::read(&back).unwrap(), bytes);
 
     // another model
     let other = tmp.path().join("other.bin");
     let out = run_bin(
         bin(),
-        &["decompress", "--model", s(&fixture("qwen2")), s(&sz), "-o", s(&other)],
+        &[
+            "decompress",
+            "--model",
+            s(&fixture("qwen2")),
+            s(&sz),
+            "-o",
+            s(&other),
+        ],
     );
     assert_one_line_error(&out, &sz, "another model");
     assert!(!other.exists());
@@ -86,20 +101,41 @@ fn round_trip_and_errors() {
     std::fs::write(&damaged, &d).unwrap();
     let out = run_bin(
         bin(),
-        &["decompress", "--model", s(&llama), s(&damaged), "-o", s(&other)],
+        &[
+            "decompress",
+            "--model",
+            s(&llama),
+            s(&damaged),
+            "-o",
+            s(&other),
+        ],
     );
     assert_one_line_error(&out, &damaged, "corrupt");
     let truncated = tmp.path().join("truncated.sz");
     std::fs::write(&truncated, &sz_bytes[..sz_bytes.len() / 2]).unwrap();
     let out = run_bin(
         bin(),
-        &["decompress", "--model", s(&llama), s(&truncated), "-o", s(&other)],
+        &[
+            "decompress",
+            "--model",
+            s(&llama),
+            s(&truncated),
+            "-o",
+            s(&other),
+        ],
     );
     assert_one_line_error(&out, &truncated, "truncated");
     // not a .sz file at all
     let out = run_bin(
         bin(),
-        &["decompress", "--model", s(&llama), s(&input), "-o", s(&other)],
+        &[
+            "decompress",
+            "--model",
+            s(&llama),
+            s(&input),
+            "-o",
+            s(&other),
+        ],
     );
     assert_one_line_error(&out, &input, "not a surprisal compressed file");
     assert!(!other.exists());

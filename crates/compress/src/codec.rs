@@ -310,7 +310,10 @@ fn run_windows(
     let wt = params.window - usize::from(bos.is_some());
     let mut ids: Vec<u32> = Vec::with_capacity(n.min(1 << 24));
     let (mut begin, mut prev_end) = (0usize, 0usize);
-    while n > 0 {
+    if n == 0 {
+        return Ok(());
+    }
+    loop {
         let end = (begin + wt).min(n);
         session.reset();
         summary.windows += 1;
