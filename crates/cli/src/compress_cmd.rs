@@ -2,6 +2,7 @@
 //! line; the format and the coding live in `surprisal-compress`.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -39,7 +40,17 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-pub fn run_compress(a: &CompressArgs) -> Result<()> {
+/// Ctrl-C or SIGTERM (the flag `main` sets): stop now. Nothing has been written yet (outputs go
+/// through a temporary file at the end), so there is nothing to finish or clean up.
+fn stop_if_interrupted(interrupt: &AtomicBool, pb: &ProgressBar) {
+    if interrupt.load(Ordering::SeqCst) {
+        pb.abandon();
+        eprintln!("interrupted: nothing written");
+        std::process::exit(130);
+    }
+}
+
+pub fn run_compress(a: &CompressArgs, interrupt: &AtomicBool) -> Result<()> {
     let input =
         std::fs::read(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
     let loaded = load_model(&a.model)?;
@@ -51,6 +62,7 @@ pub fn run_compress(a: &CompressArgs) -> Result<()> {
     let pb = bar(a.quiet, "compress");
     let started = Instant::now();
     let (sz, s) = compress(&loaded, &key, &input, params, &mut |done, total| {
+        stop_if_interrupted(interrupt, &pb);
         pb.set_length(total);
         pb.set_position(done);
     })
@@ -86,7 +98,7 @@ pub fn run_compress(a: &CompressArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn run_decompress(a: &DecompressArgs) -> Result<()> {
+pub fn run_decompress(a: &DecompressArgs, interrupt: &AtomicBool) -> Result<()> {
     let data = std::fs::read(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
     // check the file before loading the model: a damaged or foreign file fails at once
     if let Err(e) = surprisal_compress::container::Container::from_bytes(&data) {
@@ -97,6 +109,7 @@ pub fn run_decompress(a: &DecompressArgs) -> Result<()> {
     let pb = bar(a.quiet, "decompress");
     let started = Instant::now();
     let out = decompress(&loaded, &key, &data, &mut |done, total| {
+        stop_if_interrupted(interrupt, &pb);
         pb.set_length(total);
         pb.set_position(done);
     });

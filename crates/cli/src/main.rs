@@ -129,11 +129,11 @@ fn run(cli: Cli, interrupt: Arc<AtomicBool>) -> Result<()> {
         Command::Gate(a) => gate_cmd::run(&a)?,
         Command::Compress(a) => {
             set_threads(a.threads)?;
-            compress_cmd::run_compress(&a)?
+            compress_cmd::run_compress(&a, &interrupt)?
         }
         Command::Decompress(a) => {
             set_threads(a.threads)?;
-            compress_cmd::run_decompress(&a)?
+            compress_cmd::run_decompress(&a, &interrupt)?
         }
         Command::Merge(a) => {
             let merged = merge::merge(&a.dir)?;
