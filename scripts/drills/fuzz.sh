@@ -5,7 +5,7 @@
 #   scripts/drills/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
 #
 # SECONDS_PER_TARGET defaults to 600; TARGET defaults to all of gguf safetensors_config jsonl parquet
-# toml_config. Environment:
+# toml_config sz_container. Environment:
 #   FUZZ_SANITIZER  address (default) or none
 #   FUZZ_ARGS       extra libFuzzer flags, e.g. "-rss_limit_mb=4096"
 #
@@ -20,7 +20,7 @@ secs=${1:-600}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(gguf safetensors_config jsonl parquet toml_config)
+    targets=(gguf safetensors_config jsonl parquet toml_config sz_container)
 fi
 sanitizer=${FUZZ_SANITIZER:-address}
 root=$(cd "$(dirname "$0")/../.." && pwd)

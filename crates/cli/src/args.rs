@@ -45,6 +45,11 @@ pub enum Command {
     /// The results history of a suite: a metric over checkpoints or dates, and its macro-average
     /// over the datasets per model.
     History(HistoryArgs),
+    /// Compress a file losslessly with a model's next-token probabilities (range coding): the
+    /// bits per byte eval reports, as a file size. See docs/compression.md.
+    Compress(CompressArgs),
+    /// Restore a file made by `surprisal compress` (needs the same model).
+    Decompress(DecompressArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -145,6 +150,53 @@ pub struct HistoryArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = HistoryFormat::Table)]
     pub format: HistoryFormat,
+}
+
+/// `surprisal compress` (run by `compress_cmd`). Here rather than there because this file is
+/// the one flag module (the fuzz targets include it by path).
+#[derive(Args, Debug)]
+pub struct CompressArgs {
+    /// The model whose probabilities code the text: a GGUF file, a model directory or a hub id.
+    /// Decompressing needs the very same model.
+    #[arg(long, value_name = "M")]
+    pub model: String,
+    /// The file to compress.
+    #[arg(value_name = "IN")]
+    pub input: PathBuf,
+    /// The compressed file to write.
+    #[arg(short = 'o', long = "output", value_name = "OUT.sz")]
+    pub output: PathBuf,
+    /// Tokens per window, BOS included (as `eval --protocol sliding --window`).
+    #[arg(long, default_value_t = 256)]
+    pub window: usize,
+    /// Tokens between window starts [default: window / 2] (as `eval --stride`).
+    #[arg(long)]
+    pub stride: Option<usize>,
+    /// Compute threads [default: all cores]. The output does not depend on it.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// No progress bar and no summary line.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DecompressArgs {
+    /// The model the file was compressed with.
+    #[arg(long, value_name = "M")]
+    pub model: String,
+    /// The compressed file.
+    #[arg(value_name = "IN.sz")]
+    pub input: PathBuf,
+    /// Where to write the original bytes.
+    #[arg(short = 'o', long = "output", value_name = "OUT")]
+    pub output: PathBuf,
+    /// Compute threads [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// No progress bar and no summary line.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Args, Debug)]

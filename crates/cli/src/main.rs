@@ -1,6 +1,7 @@
 //! `surprisal`: flags in, tables out. All the work happens in `surprisal-runner`.
 
 mod args;
+mod compress_cmd;
 mod gate_cmd;
 mod suite_cmd;
 mod table;
@@ -140,6 +141,14 @@ fn run(cli: Cli, interrupt: Arc<AtomicBool>) -> Result<()> {
         Command::Gate(a) => gate_cmd::run(&a)?,
         Command::Suite(args::SuiteCommand::Run(a)) => suite_cmd::run_suite(&a, interrupt)?,
         Command::History(a) => suite_cmd::history(&a)?,
+        Command::Compress(a) => {
+            set_threads(a.threads)?;
+            compress_cmd::run_compress(&a, &interrupt)?
+        }
+        Command::Decompress(a) => {
+            set_threads(a.threads)?;
+            compress_cmd::run_decompress(&a, &interrupt)?
+        }
         Command::Merge(a) => {
             let merged = merge::merge(&a.dir)?;
             if !a.quiet {

@@ -17,7 +17,7 @@ use crate::config::{
 use crate::error::{ModelError, Result};
 use crate::ggml_cpu::GgmlMatMul;
 use crate::llama_cpp;
-use crate::nn::attention::{Attention, Qkv};
+use crate::nn::attention::{Attention, LayerKv, Qkv};
 use crate::nn::linear::Linear;
 use crate::nn::mlp::Mlp;
 use crate::nn::norm::Norm;
@@ -64,13 +64,20 @@ impl Block {
         })
     }
 
-    /// x: (B, T, hidden) -> (B, T, hidden)
-    fn forward(&self, x: &Tensor, rope: Option<&RopeTables>) -> Result<Tensor> {
+    /// x: (B, T, hidden) -> (B, T, hidden); `cache`: see [`Attention::forward`].
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: Option<&RopeTables>,
+        cache: Option<&mut LayerKv>,
+    ) -> Result<Tensor> {
         let post = |n: &Option<Norm>, h: Tensor| match n {
             Some(n) => n.forward(&h),
             None => Ok(h),
         };
-        let attn = self.self_attn.forward(&self.attn_norm.forward(x)?, rope)?;
+        let attn = self
+            .self_attn
+            .forward(&self.attn_norm.forward(x)?, rope, cache)?;
         if self.shape == BlockShape::Parallel {
             let mlp = self.mlp.forward(&self.ffn_norm.forward(x)?)?;
             return Ok(((x + attn)? + mlp)?);
@@ -81,6 +88,7 @@ impl Block {
     }
 
     /// llama.cpp's computation of the block (see `llama_cpp`): x (B·T·hidden) in place.
+    /// `cache`: the keys and values of the `lc.past` positions before x (B = 1), extended with x's.
     fn forward_llama_cpp(
         &self,
         x: &mut [f32],
@@ -88,6 +96,7 @@ impl Block {
         t: usize,
         lc: &LlamaCppRun,
         il: usize,
+        cache: Option<&mut LayerKv>,
     ) -> Result<()> {
         use llama_cpp::dump;
         let a = &self.self_attn;
@@ -129,8 +138,8 @@ impl Block {
             k = llama_cpp::rms_norm_mul(&k, &n.weight_f32()?, n.eps());
         }
         let rope = &lc.ropes[self.rope];
-        llama_cpp::rope_apply(&mut q, t, h, d, rope);
-        llama_cpp::rope_apply(&mut k, t, kv, d, rope);
+        llama_cpp::rope_apply_at(&mut q, t, h, d, rope, lc.past);
+        llama_cpp::rope_apply_at(&mut k, t, kv, d, rope, lc.past);
         dump(&format!("Qrope-{il}"), &q);
         dump(&format!("Krope-{il}"), &k);
         let mut scale = a.scale as f32;
@@ -144,6 +153,7 @@ impl Block {
         let shape = llama_cpp::AttnShape {
             b,
             t,
+            past: lc.past,
             heads: h,
             kv_heads: kv,
             d,
@@ -151,7 +161,14 @@ impl Block {
             softcap: a.softcap.map(|c| c as f32),
             sliding_window: a.sliding_window,
         };
-        let att = llama_cpp::attention(&q, &k, &v, &shape);
+        let att = match cache {
+            Some(c) => {
+                c.k_rows.extend_from_slice(&k);
+                c.v_rows.extend_from_slice(&v);
+                llama_cpp::attention(&q, &c.k_rows, &c.v_rows, &shape)
+            }
+            None => llama_cpp::attention(&q, &k, &v, &shape),
+        };
         llama_cpp::dump_attention(il, b, h, t);
         dump(&format!("kqv_out-{il}"), &att);
         let mut o = a.o_proj.forward_f32(&att, m)?;
@@ -214,9 +231,100 @@ fn split_columns(y: &[f32], m: usize, widths: &[usize]) -> Vec<Vec<f32>> {
 
 /// What llama.cpp's ops need for one forward pass.
 struct LlamaCppRun {
-    /// One per entry of [`DecoderConfig::ropes`].
+    /// One per entry of [`DecoderConfig::ropes`], for positions `0..past + T`.
     ropes: Vec<llama_cpp::Rope>,
     scale_q: bool,
+    /// Positions before this pass's tokens (held by a KV cache); 0 for a windowed forward.
+    past: usize,
+}
+
+/// The keys and values of every layer for the tokens a [`Session`] has seen, so that the next
+/// token costs one position's forward pass instead of the whole window's.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<LayerKv>,
+    /// Positions held.
+    len: usize,
+    /// RoPE tables are made for at least this many positions: LongRoPE picks its frequencies by
+    /// the sequence length, so a session that grows to a window of this length uses the
+    /// frequencies the windowed forward over that window uses, from its first token on.
+    rope_len: usize,
+}
+
+/// Incremental decoding with a KV cache: feed tokens one at a time (or several), get the logits
+/// of the next token. Position 0 is the first token fed after [`Session::reset`], so the
+/// per-token values equal those of [`CausalLm::forward_hidden`] over the same tokens (to float
+/// rounding: the projections multiply one row instead of T; see the models tests).
+///
+/// Both paths of the model are incremental: candle's (`nn::attention`) and llama.cpp's order of
+/// operations for quantized GGUF (`llama_cpp::attention` with `past`).
+#[derive(Debug, Clone)]
+pub struct Session<'m> {
+    model: &'m CausalLm,
+    cache: KvCache,
+}
+
+impl<'m> Session<'m> {
+    pub fn new(model: &'m CausalLm) -> Self {
+        Self::with_window(model, 0)
+    }
+
+    /// A session whose sequences grow to `window` tokens: LongRoPE models (whose frequencies
+    /// depend on the sequence length) then compute every position as the windowed forward over
+    /// `window` tokens does. Other models are unaffected.
+    pub fn with_window(model: &'m CausalLm, window: usize) -> Self {
+        Self {
+            model,
+            cache: KvCache {
+                rope_len: window,
+                ..KvCache::default()
+            },
+        }
+    }
+
+    pub fn model(&self) -> &'m CausalLm {
+        self.model
+    }
+
+    /// Forgets every token: the next one is at position 0.
+    pub fn reset(&mut self) {
+        self.cache = KvCache {
+            rope_len: self.cache.rope_len,
+            ..KvCache::default()
+        };
+    }
+
+    /// Tokens held (the position of the next one).
+    pub fn len(&self) -> usize {
+        self.cache.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cache.len == 0
+    }
+
+    /// Feeds `tokens` (one forward pass over them, attending to the cache) and returns the f32
+    /// logits of each of their positions: (tokens.len(), vocab). After an error the cache is in
+    /// an unknown state: [`Self::reset`] before feeding more.
+    pub fn extend_all(&mut self, tokens: &[u32]) -> Result<Tensor> {
+        if tokens.is_empty() {
+            return Err(ModelError::Input("no tokens to feed".into()));
+        }
+        let ids = Tensor::new(tokens, &Device::Cpu)?.unsqueeze(0)?;
+        let hidden = self.model.forward_cached(&ids, &mut self.cache)?;
+        self.model.logits(&hidden.squeeze(0)?)
+    }
+
+    /// Feeds `tokens` and returns the logits of the next token (after the last of them).
+    pub fn extend(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let all = self.extend_all(tokens)?;
+        Ok(all.get(tokens.len() - 1)?.to_vec1()?)
+    }
+
+    /// Feeds one token and returns the logits of the next.
+    pub fn step(&mut self, token: u32) -> Result<Vec<f32>> {
+        self.extend(&[token])
+    }
 }
 
 /// The token embedding table: dense, or the packed quantized GGUF tensor whose rows are
@@ -372,6 +480,23 @@ impl CausalLm {
     /// ids: (B, T) u32, right-padded; `lengths[b]` = real length of row b. Returns (B, T, hidden)
     /// in the model dtype, after the final norm. Outputs at padding positions are garbage.
     pub fn forward_hidden(&self, ids: &Tensor, lengths: &[usize]) -> Result<Tensor> {
+        self.forward_impl(ids, lengths, None)
+    }
+
+    /// ids (1, T) after the positions `cache` holds -> (1, T, hidden); extends the cache.
+    fn forward_cached(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let t = ids.dim(1)?;
+        self.forward_impl(ids, &[t], Some(cache))
+    }
+
+    fn forward_impl(
+        &self,
+        ids: &Tensor,
+        lengths: &[usize],
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let past = cache.as_ref().map_or(0, |c| c.len);
+        let rope_len = cache.as_ref().map_or(0, |c| c.rope_len);
         let (b, t) = ids.dims2().map_err(|_| {
             ModelError::Input(format!(
                 "ids must have shape (B, T), found {:?}",
@@ -389,11 +514,21 @@ impl CausalLm {
                 "length {l} exceeds the padded length {t}"
             )));
         }
-        if t > self.cfg.max_position_embeddings {
+        if past + t > self.cfg.max_position_embeddings {
             return Err(ModelError::Input(format!(
-                "sequence length {t} exceeds the model's context length {}",
+                "sequence length {} exceeds the model's context length {}",
+                past + t,
                 self.cfg.max_position_embeddings
             )));
+        }
+        if let Some(c) = cache.as_deref_mut() {
+            if b != 1 {
+                return Err(ModelError::Input(format!(
+                    "a KV cache holds one sequence, found a batch of {b}"
+                )));
+            }
+            c.layers.resize_with(self.layers.len(), LayerKv::default);
+            c.len += t;
         }
         let ids = ids.to_dtype(DType::U32)?.to_device(&self.device)?;
         let flat = ids.flatten_all()?;
@@ -411,37 +546,57 @@ impl CausalLm {
             .embed_tokens
             .lookup(&flat, b, t, self.cfg.hidden_size)?;
         if self.llama_cpp {
-            return self.forward_llama_cpp(x, b, t);
+            return self.forward_llama_cpp(x, b, t, past, cache);
         }
         if let Some(s) = self.cfg.embed_scale {
             // transformers multiplies by the scale cast to the activation dtype
             x = x.broadcast_mul(&Tensor::new(s, &self.device)?.to_dtype(self.dtype)?)?;
         }
         if let Some(p) = &self.embed_positions {
-            // positions 0..T in every row (right padding: real tokens start at 0)
-            x = x.broadcast_add(&p.narrow(0, 0, t)?)?;
+            // positions 0..T in every row (right padding: real tokens start at 0), after a
+            // cache's positions
+            x = x.broadcast_add(&p.narrow(0, past, t)?)?;
         }
+        // Tables for positions 0..past + T (LongRoPE picks its frequencies by that length, as
+        // transformers does by the current sequence length, or by the session's window), then
+        // only the new positions' rows.
         let ropes = self
             .ropes
             .iter()
-            .map(|r| r.tables(t, self.dtype, &self.device))
+            .map(|r| {
+                let all = r.tables((past + t).max(rope_len), self.dtype, &self.device)?;
+                if past == 0 && rope_len <= t {
+                    Ok(all)
+                } else {
+                    all.rows(past, t)
+                }
+            })
             .collect::<Result<Vec<_>>>()?;
-        for layer in &self.layers {
-            x = layer.forward(&x, ropes.get(layer.rope))?;
+        for (il, layer) in self.layers.iter().enumerate() {
+            let c = cache.as_deref_mut().map(|c| &mut c.layers[il]);
+            x = layer.forward(&x, ropes.get(layer.rope), c)?;
         }
         self.norm.forward(&x)
     }
 
     /// [`Self::forward_hidden`] with llama.cpp's operations, from the embedded tokens x.
-    fn forward_llama_cpp(&self, x: Tensor, b: usize, t: usize) -> Result<Tensor> {
+    fn forward_llama_cpp(
+        &self,
+        x: Tensor,
+        b: usize,
+        t: usize,
+        past: usize,
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
         let lc = LlamaCppRun {
+            past,
             ropes: self
                 .cfg
                 .ropes
                 .iter()
                 .map(|r| llama_cpp::Rope {
                     cache: llama_cpp::rope_cache(
-                        t,
+                        past + t,
                         r.dim,
                         r.theta as f32,
                         self.freq_factors.as_deref(),
@@ -465,7 +620,8 @@ impl CausalLm {
             }
         }
         for (il, layer) in self.layers.iter().enumerate() {
-            layer.forward_llama_cpp(&mut xs, b, t, &lc, il)?;
+            let c = cache.as_deref_mut().map(|c| &mut c.layers[il]);
+            layer.forward_llama_cpp(&mut xs, b, t, &lc, il, c)?;
         }
         let n = &self.norm;
         let xs = llama_cpp::rms_norm_mul(&xs, &n.weight_f32()?, n.eps());

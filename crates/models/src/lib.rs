@@ -7,6 +7,8 @@
 //! - [`decoder::CausalLm`]: the one decoder, built from a `DecoderConfig`, for dense safetensors,
 //!   quantized GGUF and dequantized GGUF weights alike; quantized GGUFs on the CPU run in
 //!   llama.cpp's order of operations (`llama_cpp`, `ggml_cpu`).
+//! - [`decoder::Session`]: incremental decoding with a KV cache (both paths, every architecture),
+//!   for `surprisal compress`, whose two sides must see the same next-token logits.
 //! - `weights` (where tensors come from), `gguf` (GGUF files and their tokenizer), `tokenizer`.
 //!
 //! Modules depend on each other in one direction: `error` <- `tokenizer` <- `gguf` <- `weights`
@@ -33,7 +35,7 @@ use candle_core::{DType, Device};
 
 pub use arch::{supported_architectures, supported_gguf_architectures};
 pub use config::DecoderConfig;
-pub use decoder::CausalLm;
+pub use decoder::{CausalLm, KvCache, Session};
 pub use error::ModelError;
 pub use source::ModelSource;
 pub use tokenizer::{Encoded, TextTokenizer};

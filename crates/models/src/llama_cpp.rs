@@ -83,13 +83,19 @@ pub fn rope_cache(
 
 /// Rotates x: (B, T, heads, D) in place.
 pub fn rope_apply(x: &mut [f32], t: usize, heads: usize, d: usize, rope: &Rope) {
+    rope_apply_at(x, t, heads, d, rope, 0)
+}
+
+/// [`rope_apply`] for positions `start..start + T` (incremental decoding; `rope.cache` must hold
+/// them).
+pub fn rope_apply_at(x: &mut [f32], t: usize, heads: usize, d: usize, rope: &Rope, start: usize) {
     let half = rope.n_dims / 2;
     let cache = &rope.cache;
     x.par_chunks_mut(d)
         .enumerate()
         .with_min_len(256)
         .for_each(|(row, v)| {
-            let pos = (row / heads) % t;
+            let pos = start + (row / heads) % t;
             let c = &cache[pos * half..(pos + 1) * half];
             rotate_rows(&mut v[..rope.n_dims], c, half, rope.interleaved);
         });
@@ -307,7 +313,11 @@ fn has_f16c() -> bool {
 
 pub struct AttnShape {
     pub b: usize,
+    /// Queries per batch row.
     pub t: usize,
+    /// Keys before the first query (a KV cache): k and v hold `past + t` positions and query i
+    /// sits at position `past + i`. 0 for a windowed forward.
+    pub past: usize,
     pub heads: usize,
     pub kv_heads: usize,
     pub d: usize,
@@ -318,21 +328,25 @@ pub struct AttnShape {
     pub sliding_window: Option<usize>,
 }
 
-/// q: (B, T, H·D), k/v: (B, T, KV·D), RoPE applied -> (B, T, H·D).
+/// q: (B, T, H·D), k/v: (B, past + T, KV·D), RoPE applied -> (B, T, H·D). Each query row is
+/// computed on its own (its keys, in the same order, whatever T and `past`), so a query's output
+/// does not depend on whether the earlier keys came from a cache.
 pub fn attention(q: &[f32], k: &[f32], v: &[f32], s: &AttnShape) -> Vec<f32> {
     let (b, t, h, kv, d) = (s.b, s.t, s.heads, s.kv_heads, s.d);
+    let tk = s.past + t;
     assert!(d % 16 == 0, "head_dim must be a multiple of 16");
+    assert_eq!(k.len(), b * tk * kv * d, "k must hold past + t positions");
     let q = round_f16(q);
     let k = round_f16(k);
     // V transposed per (batch row, kv head): (D, T padded to 16), f16-rounded, like llama.cpp's
     // transposed V cache; the padding is 0 (its probabilities are 0 too).
-    let tp = t.next_multiple_of(16);
+    let tp = tk.next_multiple_of(16);
     let v = round_f16(v);
     let mut vt = vec![0f32; b * kv * d * tp];
     for bi in 0..b {
-        for j in 0..t {
+        for j in 0..tk {
             for g in 0..kv {
-                let src = &v[((bi * t + j) * kv + g) * d..][..d];
+                let src = &v[((bi * tk + j) * kv + g) * d..][..d];
                 let base = (bi * kv + g) * d * tp;
                 for (dd, &x) in src.iter().enumerate() {
                     vt[base + dd * tp + j] = x;
@@ -440,19 +454,22 @@ fn key_lanes<'a, const N: usize>(
 fn attend_rows_impl(a: &AttnInputs, bi: usize, hi: usize, i0: usize, i1: usize, o: &mut [f32]) {
     let AttnInputs { q, k, vt: v, s } = *a;
     let (t, h, kv, d) = (s.t, s.heads, s.kv_heads, s.d);
+    let tk = s.past + t;
     // query head hi reads kv head hi / (H / KV)
     let g = hi / (h / kv);
-    let tp = t.next_multiple_of(16);
+    let tp = tk.next_multiple_of(16);
     let qrow = |i: usize| &q[((bi * t + i) * h + hi) * d..][..d];
-    let krow = |j: usize| &k[((bi * t + j) * kv + g) * d..][..d];
+    let krow = |j: usize| &k[((bi * tk + j) * kv + g) * d..][..d];
     // (D, tp) transposed V of this kv head
     let vt = &v[(bi * kv + g) * d * tp..][..d * tp];
     let mut wp: Vec<f32> = Vec::with_capacity(tp);
     for i in i0..i1 {
-        let (lo, _) = crate::nn::mask::visible_keys(i, i + 1, s.sliding_window);
+        // the query's position (after the cached keys)
+        let p = s.past + i;
+        let (lo, _) = crate::nn::mask::visible_keys(p, p + 1, s.sliding_window);
         let qi = qrow(i);
-        // scores for keys 0..=i (masked ones -inf), padded to a multiple of 16
-        let n = (i + 1).next_multiple_of(16);
+        // scores for keys 0..=p (masked ones -inf), padded to a multiple of 16
+        let n = (p + 1).next_multiple_of(16);
         wp.clear();
         wp.resize(n, f32::NEG_INFINITY);
         // tinyBLAS f16 GEMM: 16 fma lanes over D, `_mm512_reduce_add_ps`. Keys go four at a
@@ -463,13 +480,13 @@ fn attend_rows_impl(a: &AttnInputs, bi: usize, hi: usize, i0: usize, i1: usize, 
             None => kq * s.scale,
         };
         let mut j = lo;
-        while j + 4 <= i + 1 {
+        while j + 4 <= p + 1 {
             for (u, lanes) in key_lanes::<4>(qi, krow, j).iter().enumerate() {
                 wp[j + u] = score(reduce16(lanes));
             }
             j += 4;
         }
-        for j in j..=i {
+        for j in j..=p {
             wp[j] = score(reduce16(&key_lanes::<1>(qi, krow, j)[0]));
         }
         let scores = if dump_dir().is_some() {

@@ -118,6 +118,19 @@ impl TextTokenizer {
         })
     }
 
+    /// The text of `ids` as bytes (special tokens kept). For a text that round-trips,
+    /// `decode(encode(text).ids) == text`; `surprisal compress` checks exactly that and codes
+    /// what does not round-trip as raw bytes.
+    pub fn decode(&self, ids: &[u32]) -> Result<Vec<u8>> {
+        match &self.backend {
+            Backend::Hf(t) => Ok(t
+                .decode(ids, false)
+                .map_err(|e| ModelError::Encode(format!("decoding token ids: {e}")))?
+                .into_bytes()),
+            Backend::Spm(s) => Ok(s.decode(ids)),
+        }
+    }
+
     /// Ids with special tokens added as the tokenizer's post-processor would (e.g. BOS).
     pub fn encode_with_special(&self, text: &str) -> Result<Vec<u32>> {
         let inner = match &self.backend {

@@ -36,6 +36,35 @@ pub enum Qkv {
     FusedPerHead(Linear),
 }
 
+/// One layer's keys and values of the positions seen so far, for incremental decoding (see
+/// [`crate::decoder::KvCache`]): candle tensors (after k-norm and RoPE) on the candle path, f32
+/// rows on llama.cpp's path. Keys are stored rotated, so a new query only needs its own position.
+#[derive(Debug, Clone, Default)]
+pub struct LayerKv {
+    /// CPU op: (1, T, KV, D); composed ops: (1, KV, T, D).
+    k: Option<Tensor>,
+    v: Option<Tensor>,
+    /// llama.cpp's path: (T, KV·D) rows, as the projections (and RoPE) produced them.
+    pub(crate) k_rows: Vec<f32>,
+    pub(crate) v_rows: Vec<f32>,
+}
+
+impl LayerKv {
+    /// Appends `k`, `v` along the position dimension `dim` and returns all keys and values.
+    fn append(&mut self, k: Tensor, v: Tensor, dim: usize) -> Result<(Tensor, Tensor)> {
+        let cat = |old: &Option<Tensor>, new: Tensor| -> Result<Tensor> {
+            Ok(match old {
+                Some(o) => Tensor::cat(&[o, &new], dim)?,
+                None => new,
+            })
+        };
+        let (k, v) = (cat(&self.k, k)?, cat(&self.v, v)?);
+        self.k = Some(k.clone());
+        self.v = Some(v.clone());
+        Ok((k, v))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Attention {
     pub(crate) qkv: Qkv,
@@ -133,7 +162,14 @@ impl Attention {
     }
 
     /// x: (B, T, hidden) -> (B, T, hidden). `rope`: None for a model with learned positions.
-    pub fn forward(&self, x: &Tensor, rope: Option<&RopeTables>) -> Result<Tensor> {
+    /// `cache`: the keys and values of the positions before x (B = 1; `rope` then holds the
+    /// tables of x's positions), extended with x's; None for a windowed forward from position 0.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        rope: Option<&RopeTables>,
+        cache: Option<&mut LayerKv>,
+    ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (h, kv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let n_rep = h / kv;
@@ -155,9 +191,19 @@ impl Attention {
                 Some(r) => (r.apply_thd(&q)?, r.apply_thd(&k)?),
                 None => (q, k.contiguous()?),
             };
+            let v = v.contiguous()?;
+            // with a cache the op sees all keys and puts the queries at the last positions
+            let (k, v) = match cache {
+                // (cat of a non-contiguous piece, e.g. partial rotary's, may come out strided)
+                Some(c) => {
+                    let (k, v) = c.append(k.contiguous()?, v, 1)?;
+                    (k.contiguous()?, v.contiguous()?)
+                }
+                None => (k, v),
+            };
             let out = q.contiguous()?.apply_op3_no_bwd(
                 &k,
-                &v.contiguous()?,
+                &v,
                 &CpuCausalAttention {
                     scale,
                     softcap: self.softcap,
@@ -173,6 +219,12 @@ impl Attention {
             None => (q.contiguous()?, k.contiguous()?),
         };
         let v = v.transpose(1, 2)?.contiguous()?;
+        let (k, v) = match cache {
+            Some(c) => c.append(k, v, 2)?,
+            None => (k, v),
+        };
+        // keys before the first query (from the cache)
+        let past = k.dim(2)? - t;
         // Query head j uses kv head j / n_rep: (B, H, T, D) -> (B, KV, n_rep, T, D)
         let q = q.reshape((b, kv, n_rep, t, d))?;
 
@@ -193,20 +245,21 @@ impl Attention {
                 .narrow(3, start, len)?
                 .contiguous()?
                 .reshape((b, kv, n_rep * len, d))?;
-            let kb = k.narrow(2, 0, end)?.contiguous()?; // (B, KV, end, D)
-            let vb = v.narrow(2, 0, end)?.contiguous()?; // (B, KV, end, D)
-                                                         // (B, KV, n_rep*L, D) x (B, KV, D, end) -> (B, KV, n_rep*L, end)
+            let kb = k.narrow(2, 0, past + end)?.contiguous()?; // (B, KV, past + end, D)
+            let vb = v.narrow(2, 0, past + end)?.contiguous()?;
+            // (B, KV, n_rep*L, D) x (B, KV, D, end) -> (B, KV, n_rep*L, end)
             let scores = (qb.matmul(&kb.t()?)? * scale)?;
-            let mut scores = scores
-                .to_dtype(softmax_dtype)?
-                .reshape((b, kv, n_rep, len, end))?;
+            let mut scores =
+                scores
+                    .to_dtype(softmax_dtype)?
+                    .reshape((b, kv, n_rep, len, past + end))?;
             if let Some(cap) = self.softcap {
                 scores = ((scores / cap)?.tanh()? * cap)?;
             }
             let mask = causal_mask(
-                start,
+                past + start,
                 len,
-                end,
+                past + end,
                 self.sliding_window,
                 softmax_dtype,
                 x.device(),
@@ -214,7 +267,7 @@ impl Attention {
             let scores = scores.broadcast_add(&mask)?;
             let probs = candle_nn::ops::softmax_last_dim(&scores)?
                 .to_dtype(vb.dtype())?
-                .reshape((b, kv, n_rep * len, end))?;
+                .reshape((b, kv, n_rep * len, past + end))?;
             // (B, KV, n_rep*L, end) x (B, KV, end, D) -> (B, KV, n_rep, L, D)
             let out = probs.matmul(&vb)?.reshape((b, kv, n_rep, len, d))?;
             blocks.push(out);

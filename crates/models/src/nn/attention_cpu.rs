@@ -17,9 +17,10 @@ use super::mask::{softmax_row, visible_keys};
 /// Queries per block: the scores of one block are at most (QUERY_BLOCK, T).
 const QUERY_BLOCK: usize = 128;
 
-/// q: (B, T, H, D), k and v: (B, T, KV, D), contiguous (the layout the projections write, read
-/// with strides, so nothing is transposed); query head j reads kv head j / (H / KV).
-/// Output: (B, T, H·D).
+/// q: (B, T, H, D), k and v: (B, Tk, KV, D) with Tk ≥ T, contiguous (the layout the projections
+/// write, read with strides, so nothing is transposed); query head j reads kv head j / (H / KV).
+/// The queries are the last T of the Tk positions: Tk > T when the first Tk − T keys come from a
+/// KV cache (incremental decoding); Tk = T is the windowed forward. Output: (B, T, H·D).
 pub(crate) struct CpuCausalAttention {
     pub scale: f64,
     /// Scores become `cap · tanh(scores / cap)` before the mask (Gemma-2).
@@ -31,8 +32,11 @@ struct Dims {
     b: usize,
     h: usize,
     kv: usize,
+    /// Queries.
     t: usize,
     d: usize,
+    /// Keys before the first query (from a KV cache); 0 for a windowed forward.
+    past: usize,
 }
 
 impl CpuCausalAttention {
@@ -40,7 +44,8 @@ impl CpuCausalAttention {
     where
         T: WithDType + VecOps + num_traits::Float,
     {
-        let (t, d) = (s.t, s.d);
+        let (t, d, past) = (s.t, s.d, s.past);
+        let tk = past + t;
         let n_rep = s.h / s.kv;
         let scale = T::from_f64(self.scale);
         let softcap = self.softcap.map(T::from_f64);
@@ -54,15 +59,16 @@ impl CpuCausalAttention {
                 let kvh = hi / n_rep;
                 // this head's first query / key / value; position p is `p * stride` further
                 let qh = &q[(bi * t * s.h + hi) * d..];
-                let kh = &k[(bi * t * s.kv + kvh) * d..];
-                let vh = &v[(bi * t * s.kv + kvh) * d..];
+                let kh = &k[(bi * tk * s.kv + kvh) * d..];
+                let vh = &v[(bi * tk * s.kv + kvh) * d..];
                 let mut out = vec![T::zero(); t * d];
-                let mut scores = vec![T::zero(); QUERY_BLOCK.min(t) * t];
+                let mut scores = vec![T::zero(); QUERY_BLOCK.min(t) * tk];
                 let mut start = 0;
                 while start < t {
                     let len = QUERY_BLOCK.min(t - start);
-                    // Keys after the block's last query are masked for every query in it.
-                    let end = start + len;
+                    // Keys after the block's last query are masked for every query in it (with
+                    // a cache, the queries sit at positions past + start..).
+                    let end = past + start + len;
                     let sc = &mut scores[..len * end];
                     // (len, D) rows of q times kᵀ (D, end), read from the rows of k
                     matmul(
@@ -78,12 +84,12 @@ impl CpuCausalAttention {
                         kv_rs,
                     );
                     for (i, row) in sc.chunks_exact_mut(end).enumerate() {
-                        let (lo, hi) = visible_keys(start + i, end, self.sliding_window);
+                        let (lo, hi) = visible_keys(past + start + i, end, self.sliding_window);
                         softmax_row(row, lo, hi, scale, softcap);
                     }
                     // the scores (len, end) times the rows of v (end, D), into this head's rows
                     matmul(len, d, end, &mut out[start * d..], d, sc, end, vh, kv_rs, 1);
-                    start = end;
+                    start += len;
                 }
                 out
             })
@@ -176,7 +182,7 @@ impl CustomOp3 for CpuCausalAttention {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (b, t, h, d) = ql.shape().dims4()?;
         let (kb, kt, kv, kd) = kl.shape().dims4()?;
-        if (kb, kt, kd) != (b, t, d) || vl.shape() != kl.shape() || kv == 0 || h % kv != 0 {
+        if (kb, kd) != (b, d) || kt < t || vl.shape() != kl.shape() || kv == 0 || h % kv != 0 {
             candle_core::bail!(
                 "cpu attention: q {:?}, k {:?}, v {:?} do not fit (B, T, H, D) / (B, T, KV, D)",
                 ql.shape(),
@@ -184,7 +190,14 @@ impl CustomOp3 for CpuCausalAttention {
                 vl.shape()
             );
         }
-        let dims = Dims { b, h, kv, t, d };
+        let dims = Dims {
+            b,
+            h,
+            kv,
+            t,
+            d,
+            past: kt - t,
+        };
         let shape = Shape::from((b, t, h * d));
         let out = match (q, k, v) {
             (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) => {
@@ -268,6 +281,7 @@ mod tests {
             kv: 2,
             t: QUERY_BLOCK * 2 + 37,
             d: 16,
+            past: 0,
         };
         let scale = 0.25;
         let q = Tensor::randn(0f64, 1.0, (s.b, s.h, s.t, s.d), &dev).unwrap();
@@ -300,6 +314,24 @@ mod tests {
                     worst <= tol,
                     "{dtype:?} window {win:?}: max |diff| {worst:e}"
                 );
+                // The last `tq` queries against all keys (a KV cache holding the others): the
+                // same rows of the written-out attention.
+                for tq in [1, 3, QUERY_BLOCK + 5] {
+                    let ql = q.narrow(1, s.t - tq, tq).unwrap().contiguous().unwrap();
+                    let got = ql.apply_op3_no_bwd(&k, &v, &op).unwrap();
+                    assert_eq!(got.dims(), &[s.b, tq, s.h * s.d]);
+                    let got = flat(&got.to_dtype(DType::F64).unwrap());
+                    let row = s.h * s.d;
+                    let mut worst = 0f64;
+                    for bi in 0..s.b {
+                        let w = &want[(bi * s.t + s.t - tq) * row..][..tq * row];
+                        let g = &got[bi * tq * row..][..tq * row];
+                        for (a, b) in w.iter().zip(g) {
+                            worst = worst.max((a - b).abs());
+                        }
+                    }
+                    assert!(worst <= tol, "{dtype:?} cached {tq}: max |diff| {worst:e}");
+                }
             }
         }
     }

@@ -71,10 +71,15 @@ impl Mlp {
                 let gu = self.up.forward(x)?;
                 let last = gu.rank() - 1;
                 let i = self.intermediate;
-                (
-                    gu.narrow(last, 0, i)?.contiguous()?,
-                    gu.narrow(last, i, i)?.contiguous()?,
-                )
+                // With one position the halves are already contiguous views of `gu`; the gate
+                // is written in place below, so it must own its storage.
+                let gate = gu.narrow(last, 0, i)?;
+                let gate = if gate.is_contiguous() {
+                    gate.copy()?
+                } else {
+                    gate.contiguous()?
+                };
+                (gate, gu.narrow(last, i, i)?.contiguous()?)
             }
         };
         let act = match self.kind {

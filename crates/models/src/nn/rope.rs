@@ -100,6 +100,17 @@ impl RotaryEmbedding {
 }
 
 impl RopeTables {
+    /// The tables of positions `start..start + len` only (incremental decoding: the new tokens'
+    /// positions; the same values as the rows of the full tables).
+    pub fn rows(&self, start: usize, len: usize) -> Result<RopeTables> {
+        Ok(RopeTables {
+            cos: self.cos.narrow(0, start, len)?.contiguous()?,
+            sin: self.sin.narrow(0, start, len)?.contiguous()?,
+            layout: self.layout,
+            per_position: Default::default(),
+        })
+    }
+
     /// x: (B, T, H, D), contiguous -> rotated, same shape: the layout the projections write, so
     /// no transposed copy is needed. Same arithmetic as [`Self::apply`]: `rope_thd` is candle's
     /// half-layout kernel for this layout; for the interleaved layout each position's H·D values

@@ -318,6 +318,30 @@ impl SpmTokenizer {
         piece.replace('\u{2581}', " ")
     }
 
+    /// The bytes of `ids` as llama.cpp's detokenizer gives them: `▁` as a space, a byte token as
+    /// its byte, a control token as nothing, and the leading space of `add_space_prefix` removed.
+    /// Used to check that a text round-trips (`surprisal compress`), not to print tokens.
+    pub fn decode(&self, ids: &[u32]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &id in ids {
+            let Some(piece) = self.pieces.get(id as usize) else {
+                continue;
+            };
+            match self.types[id as usize] {
+                TYPE_BYTE => match parse_byte_piece(piece) {
+                    Some(b) => out.push(b),
+                    None => out.extend_from_slice(piece.as_bytes()),
+                },
+                TYPE_CONTROL => {}
+                _ => out.extend_from_slice(piece.replace('\u{2581}', " ").as_bytes()),
+            }
+        }
+        if self.add_space_prefix && out.first() == Some(&b' ') {
+            out.remove(0);
+        }
+        out
+    }
+
     /// Token ids without BOS/EOS, with the byte span of each in `text` (a byte-fallback token gets
     /// its whole character's span; the added leading space of `add_space_prefix` spans nothing).
     pub fn encode(&self, text: &str) -> Result<Encoded> {
