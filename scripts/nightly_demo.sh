@@ -81,9 +81,11 @@ if [ "$what" = all ] || [ "$what" = quant ]; then
   fi
   Q="$RUNS/quant"
   run_eval "$MODEL" "$WIKI" "$Q/wikitext-c512x$QCHUNKS-Q4_1" "$QCHUNKS"
+  # A second, independent run of the same model and data: the "vs itself" gate compares two runs.
+  run_eval "$MODEL" "$WIKI" "$Q/wikitext-c512x$QCHUNKS-Q4_1-rerun" "$QCHUNKS"
   run_eval "$QKM" "$WIKI" "$Q/wikitext-c512x$QCHUNKS-Q4_K_M" "$QCHUNKS"
   gate quant-Q4_K_M-vs-Q4_1 "$Q/wikitext-c512x$QCHUNKS-Q4_1" "$Q/wikitext-c512x$QCHUNKS-Q4_K_M"
-  gate quant-Q4_1-vs-itself "$Q/wikitext-c512x$QCHUNKS-Q4_1" "$Q/wikitext-c512x$QCHUNKS-Q4_1"
+  gate quant-Q4_1-vs-itself "$Q/wikitext-c512x$QCHUNKS-Q4_1" "$Q/wikitext-c512x$QCHUNKS-Q4_1-rerun"
   for f in "$MODEL" "$QKM"; do
     echo "== llama-perplexity $(basename "$f")"
     "$LLAMA_BIN/llama-perplexity" -m "$f" -f "$WIKI" -c 512 -b 512 --chunks "$QCHUNKS" -fa off -t "$THREADS" 2>&1 \
