@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds the llama.cpp vendored in the llama-cpp-python==0.3.36 sdist (CPU only) into the cache
 # (default ~/.cache/surprisal/llama.cpp), never into the repository. Targets: llama-perplexity,
-# llama-tokenize and the shared library `llama` (used by the llama_cpp Python package of the same sdist).
+# llama-tokenize, llama-quantize (requantization for docs/nightly-demo.md) and the shared library `llama`
+# (used by the llama_cpp Python package of the same sdist).
 # Idempotent. Prints the llama-perplexity binary path on stdout (everything else goes to stderr);
-# llama-tokenize sits beside it.
+# llama-tokenize and llama-quantize sit beside it.
 #
 # CPU features: GGML_NATIVE=OFF with the x86 extensions this host has named explicitly (read from
 # /proc/cpuinfo), and AMX off. A GGML_NATIVE=ON build on the Intel (Sapphire Rapids) hosts segfaults in
@@ -25,6 +26,7 @@ src="$root/llama_cpp_python-$VERSION"
 build="$root/build"
 bin="$build/bin/llama-perplexity"
 tok="$build/bin/llama-tokenize"
+quant="$build/bin/llama-quantize"
 
 # x86 extensions of this host -> ggml's cmake options (ggml/CMakeLists.txt, GGML_NATIVE=OFF branch).
 has() { grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | tr ' ' '\n' | grep -qx "$1"; }
@@ -43,7 +45,7 @@ on_off avx512_bf16 GGML_AVX512_BF16
 want="${flags[*]}"
 
 lib_ok() { ls "$build"/bin/libllama.so >/dev/null 2>&1 || ls "$build"/src/libllama.so >/dev/null 2>&1; }
-if [ -x "$bin" ] && [ -x "$tok" ] && lib_ok && [ "$(cat "$build/cpu-flags" 2>/dev/null)" = "$want" ]; then
+if [ -x "$bin" ] && [ -x "$tok" ] && [ -x "$quant" ] && lib_ok && [ "$(cat "$build/cpu-flags" 2>/dev/null)" = "$want" ]; then
   echo "$bin"; exit 0
 fi
 
@@ -69,6 +71,6 @@ echo "llama.cpp cpu flags: $want" >&2
   -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
   -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=ON -DCMAKE_RUNTIME_OUTPUT_DIRECTORY="$build/bin" \
   -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$build/bin" >&2
-"$CMAKE" --build "$build" --config Release -j "$JOBS" --target llama llama-perplexity llama-tokenize >&2
+"$CMAKE" --build "$build" --config Release -j "$JOBS" --target llama llama-perplexity llama-tokenize llama-quantize >&2
 echo "$want" > "$build/cpu-flags"
 echo "$bin"

@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""Fine-tune SmolLM2-135M-Instruct on Tiny Shakespeare and save checkpoints: the data for the
+nightly-evaluation demonstration (docs/nightly-demo.md, issue #17).
+
+What it does
+  1. Loads the model from a GGUF file, dequantized to f32 by transformers (`gguf_file=`), and its
+     tokenizer from the same file. NOTE: transformers' GGUF tokenizer conversion drops SmolLM2's
+     digit pre-tokenizer split, so the tokenizer.json written here differs from llama.cpp's on
+     digits. It is the same in every checkpoint, which is all the demo needs (checkpoints are
+     compared with each other, not with the GGUF).
+  2. Splits Tiny Shakespeare at a line boundary: bytes [0, SPLIT) are the training part, bytes
+     [SPLIT, end) the held-out part, where SPLIT is the first byte after the first "\\n\\n" at or
+     after int(len * (1 - --heldout-frac)). The held-out bytes are written, unchanged, to
+     OUT/heldout-shakespeare.txt and the split is recorded in OUT/finetune.json (byte offset,
+     SHA-256 of both parts), so the same bytes can be given to `surprisal eval --data`.
+  3. Trains with AdamW (no weight decay) on random windows of --seq-len tokens of the training
+     part, --batch windows per step, the window starts drawn from a numpy Generator seeded with
+     --seed (torch is seeded too; with the same thread count a rerun gives the same weights).
+     Steps 1..--steps use --lr (constant after --warmup linear steps). The tied token embedding / LM
+     head is frozen unless --train-embeddings (cheaper; the blocks and norms are trained). Then --tail-steps more steps
+     at --tail-lr (default 1e-7): checkpoints taken 1 step apart with an (almost) zero learning
+     rate, the honest "step-to-step change inside the noise" pair for `surprisal gate`.
+  4. Saves OUT/checkpoint-<step>/ (model.safetensors in f32, config.json, tokenizer.json,
+     tokenizer_config.json) at step 0 (the unchanged model), every --save-every steps, at the end
+     of the main phase and after every tail step. `surprisal eval --model OUT/checkpoint-N` loads
+     them. OUT/finetune.json holds the arguments, versions, split, and the training loss per step.
+
+Defaults (seq 128, batch 4, lr 5e-5, 12 steps + 1 tail step at 1e-7, checkpoints 0/4/8/12/13) are
+deliberately small: a step is ~400 GFLOP, seconds on 2 idle cores, but the shared 2-core host of
+docs/nightly-demo.md (load average 8-18) took 10-220 s per step. Measured there: with these defaults
+held-out Shakespeare NLL falls (-0.067 nats by step 12) and so does WikiText's (-0.023); with
+--lr 5e-4 --steps 9 --save-every 3 WikiText NLL rises (+0.24 nats by step 6) but Shakespeare's rises too.
+
+  python scripts/finetune_shakespeare.py \\
+      --gguf ~/.cache/surprisal/models/SmolLM2-135M-Instruct.Q4_1.gguf \\
+      --data ../shared/datasets/tinyshakespeare.txt \\
+      --out ~/.cache/surprisal/demo/shakespeare-ft
+"""
+import argparse
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gguf", required=True, help="SmolLM2 GGUF file (any quantization transformers dequantizes)")
+    p.add_argument("--data", required=True, help="Tiny Shakespeare text file (char-rnn input.txt)")
+    p.add_argument("--out", required=True, help="output directory (checkpoint-*/, heldout-shakespeare.txt, finetune.json)")
+    p.add_argument("--heldout-frac", type=float, default=0.10, help="tail fraction of the bytes held out [0.10]")
+    p.add_argument("--seq-len", type=int, default=128, help="training window length in tokens [128]")
+    p.add_argument("--batch", type=int, default=4, help="windows per step [4]")
+    p.add_argument("--steps", type=int, default=12, help="main-phase optimizer steps [12]")
+    p.add_argument("--lr", type=float, default=5e-5, help="main-phase learning rate [5e-5]")
+    p.add_argument("--warmup", type=int, default=1, help="linear warm-up steps [1]")
+    p.add_argument("--tail-steps", type=int, default=1, help="extra steps at --tail-lr, each saved [1]")
+    p.add_argument("--tail-lr", type=float, default=1e-7, help="learning rate of the tail steps [1e-7]")
+    p.add_argument("--save-every", type=int, default=4, help="checkpoint every K main-phase steps [4]")
+    p.add_argument("--train-embeddings", action="store_true",
+                   help="also train the (tied) token embedding / LM head; off by default: it is ~20%% of the compute")
+    p.add_argument("--seed", type=int, default=17, help="seed of torch and of the window sampler [17]")
+    p.add_argument("--threads", type=int, default=2, help="torch threads [2]")
+    return p.parse_args()
+
+
+def sha256(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+def main():
+    a = parse_args()
+    import numpy as np
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    os.makedirs(a.out, exist_ok=True)
+
+    # --- data split (bytes) ---
+    raw = open(os.path.expanduser(a.data), "rb").read()
+    cut = int(len(raw) * (1.0 - a.heldout_frac))
+    j = raw.find(b"\n\n", cut)
+    split = j + 2 if j >= 0 else cut
+    train_b, held_b = raw[:split], raw[split:]
+    held_path = os.path.join(a.out, "heldout-shakespeare.txt")
+    with open(held_path, "wb") as f:
+        f.write(held_b)
+    print(f"split at byte {split}: train {len(train_b)} B, held-out {len(held_b)} B -> {held_path}", flush=True)
+
+    # --- model and tokenizer from the GGUF (f32) ---
+    gguf = os.path.expanduser(a.gguf)
+    d, name = os.path.dirname(os.path.abspath(gguf)), os.path.basename(gguf)
+    t0 = time.time()
+    tok = AutoTokenizer.from_pretrained(d, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=name, dtype=torch.float32)
+    print(f"loaded {name} in {time.time() - t0:.1f}s ({sum(p.numel() for p in model.parameters())} params)", flush=True)
+    # transformers refuses to save a model loaded with gguf_file= ("quantized with gguf, not serializable")
+    # although its weights are plain f32: copy them into a fresh model built from the same config.
+    cfg = model.config
+    cfg.__dict__.pop("quantization_config", None)
+    fresh = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    fresh.load_state_dict(model.state_dict(), strict=True)
+    fresh.tie_weights()
+    model = fresh
+
+    ids = np.asarray(tok(train_b.decode("utf-8"), add_special_tokens=False)["input_ids"], dtype=np.int64)
+    print(f"training part: {len(ids)} tokens", flush=True)
+    rng = np.random.default_rng(a.seed)
+
+    def save(step):
+        ck = os.path.join(a.out, f"checkpoint-{step}")
+        model.save_pretrained(ck, safe_serialization=True)
+        tok.save_pretrained(ck)
+        print(f"saved {ck}", flush=True)
+
+    if not a.train_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    print(f"training {sum(p.numel() for p in params)} parameters", flush=True)
+    opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    total = a.steps + a.tail_steps
+
+    def lr_at(step):  # step is 1-based
+        if step > a.steps:
+            return a.tail_lr
+        return a.lr * min(1.0, step / max(1, a.warmup))
+
+    log = []
+    model.train()
+    save(0)
+    for step in range(1, total + 1):
+        starts = rng.integers(0, len(ids) - a.seq_len - 1, size=a.batch)
+        x = torch.from_numpy(np.stack([ids[s:s + a.seq_len] for s in starts]))
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        t = time.time()
+        out = model(input_ids=x, labels=x)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        opt.step()
+        loss = float(out.loss)
+        log.append({"step": step, "lr": lr_at(step), "loss": loss, "seconds": round(time.time() - t, 2)})
+        print(f"step {step}/{total} lr {lr_at(step):.2e} loss {loss:.4f} ({time.time() - t:.1f}s)", flush=True)
+        if step > a.steps or step % a.save_every == 0 or step == a.steps:
+            save(step)
+
+    meta = {
+        "args": vars(a),
+        "versions": {"python": sys.version.split()[0], "torch": torch.__version__,
+                     "transformers": transformers.__version__, "numpy": np.__version__,
+                     "platform": platform.platform()},
+        "data": {"path": os.path.abspath(os.path.expanduser(a.data)), "bytes": len(raw), "sha256": sha256(raw),
+                 "split_byte": split, "train_sha256": sha256(train_b), "heldout_sha256": sha256(held_b),
+                 "heldout_file": "heldout-shakespeare.txt", "train_tokens": int(len(ids))},
+        "gguf": {"path": gguf, "sha256": sha256(open(gguf, "rb").read())},
+        "train_log": log,
+    }
+    with open(os.path.join(a.out, "finetune.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
