@@ -106,6 +106,17 @@ impl Q4KBlock {
         }
     }
 
+    /// Per value `|d·sc·q| + |dmin·m|`: the magnitudes the kernels' float operations round (for
+    /// the tests' error bound).
+    #[cfg(test)]
+    pub(crate) fn magnitudes(&self, out: &mut [f64]) {
+        for (i, o) in out[..QK_K].iter_mut().enumerate() {
+            let s = i / 32;
+            *o = (self.d as f64 * self.sc[s] as f64 * self.q[i] as f64).abs()
+                + (self.dmin as f64 * self.m[s] as f64).abs();
+        }
+    }
+
     /// `dequantize_row_q4_K`: `(d·sc)·q - dmin·m`.
     pub(crate) fn dequantize(&self, out: &mut [f32]) {
         for s in 0..8 {
@@ -150,6 +161,13 @@ impl Q6KBlock {
             d: f16_at(b, 208),
             sc,
             q,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn magnitudes(&self, out: &mut [f64]) {
+        for (i, o) in out[..QK_K].iter_mut().enumerate() {
+            *o = (self.d as f64 * self.sc[i / 16] as f64 * (self.q[i] as f64 - 32.0)).abs();
         }
     }
 
@@ -392,6 +410,15 @@ impl TiledBlock {
             sc,
             m,
             q,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn magnitudes(&self, sub: usize, out: &mut [f64]) {
+        for (i, o) in out[..QK_K].iter_mut().enumerate() {
+            let s = i / sub;
+            *o = (self.d as f64 * self.sc[s] as f64 * self.q[i] as f64).abs()
+                + (self.dmin as f64 * self.m[s] as f64).abs();
         }
     }
 

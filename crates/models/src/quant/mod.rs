@@ -115,6 +115,23 @@ impl KPacked {
         }
     }
 
+    /// Row `r`'s per-value magnitudes of the terms the kernels round (see the tests' bound).
+    #[cfg(test)]
+    fn magnitudes_row(&self, r: usize, k: usize) -> Vec<f64> {
+        let kb = k / QK_K;
+        let mut out = vec![0f64; k];
+        for (b, o) in out.chunks_exact_mut(QK_K).enumerate() {
+            let i = r * kb + b;
+            match self {
+                KPacked::Q4K(w) => w[i].magnitudes(o),
+                KPacked::Q6K(w) => w[i].magnitudes(o),
+                KPacked::Q5K(w) => w[i].magnitudes(32, o),
+                KPacked::Q2K(w) | KPacked::Q3K(w) => w[i].magnitudes(16, o),
+            }
+        }
+        out
+    }
+
     /// Whether llama.cpp on AVX2 repacks this weight (`ggml_repack_get_optimal_repack_type`:
     /// Q4_K with a multiple of 8 output rows), which decides both the kernel and the activation
     /// quantizer.
@@ -289,8 +306,14 @@ mod tests {
         ((*seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
     }
 
-    /// Every kernel flavor equals the f64 dot of the dequantized weight row with the dequantized
-    /// Q8_K activation row, up to f32 rounding of the accumulation.
+    /// Every kernel flavor (gemm, gemv, tiled, vec_dot) equals the f64 dot of the dequantized
+    /// weight row with the Q8_K activation row (`q·d` in f64) within the rounding bound of its
+    /// float operations. The integer sums are exact; per super-block a kernel rounds at most 6
+    /// f32 operations on the way to its accumulator (scale products, i32→f32 conversions, the
+    /// fma), the accumulator takes `nb` fmas and a horizontal sum of ≤ 4 levels, and the f32
+    /// dequantized reference rounds each value once more: first order, the error is at most
+    /// (6 + nb + 4 + 1)·u·T with u = 2⁻²⁴ and T = Σ_i (|d·sc·q_i| + |dmin·m|)·|a_i|, the
+    /// magnitudes before the min part cancels against the scale part. Asserted: twice that.
     #[test]
     fn k_kernels_match_f64_dot_of_dequantized_values() {
         let mut seed = 11u64;
@@ -322,17 +345,24 @@ mod tests {
                     assert_eq!(row, deq[j * k..(j + 1) * k], "{dt:?} dequantize row {j}");
                 }
                 let a = q8k::quantize_rows(&x, m, k, packed.repacked(n));
-                let ad = a.dequantize();
+                let ad: Vec<f64> =
+                    a.qs.iter()
+                        .zip(&a.d)
+                        .flat_map(|(q, &d)| q.iter().map(move |&v| v as f64 * d as f64))
+                        .collect();
                 let y = packed.forward_quantized(&a, m, n, k);
                 for r in 0..m {
                     for j in 0..n {
-                        let want: f64 = (0..k)
-                            .map(|i| deq[j * k + i] as f64 * ad[r * k + i] as f64)
-                            .sum();
+                        let want: f64 = (0..k).map(|i| deq[j * k + i] as f64 * ad[r * k + i]).sum();
+                        let mags = packed.magnitudes_row(j, k);
+                        let t: f64 = (0..k).map(|i| mags[i] * ad[r * k + i].abs()).sum();
+                        let nb = (k / QK_K) as f64;
+                        let u = f64::from(f32::EPSILON) / 2.0;
+                        let bound = 2.0 * (6.0 + nb + 4.0 + 1.0) * u * t;
                         let got = y[r * n + j] as f64;
                         assert!(
-                            (got - want).abs() < 1e-3 * (1.0 + want.abs()),
-                            "{dt:?} ({r},{j}): {got} vs {want}"
+                            (got - want).abs() <= bound,
+                            "{dt:?} ({r},{j}): {got} vs {want}, bound {bound:e}"
                         );
                     }
                 }
