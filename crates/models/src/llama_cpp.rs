@@ -222,13 +222,36 @@ fn ggml_expf<const L: usize>(x: f32) -> f32 {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
+/// The environment variable that names which llama.cpp x86 build the llama.cpp-order ops
+/// reproduce: `avx512` (16-lane sums, AVX-512 `ggml_v_expf`) or `avx2` (8 lanes). Unset: the build
+/// `scripts/build_llama_cpp.sh` makes for this host (AVX-512F present or not). Either order runs
+/// on any AVX2 host (the lanes are a summation order, emulated in plain code), so a test compares
+/// with a reference made by either build whatever CPU it runs on.
+pub const GGML_SIMD_ENV: &str = "SURPRISAL_GGML_SIMD";
+
+/// Do the llama.cpp-order ops follow an AVX-512 build (16 lanes) rather than an AVX2 one (8)?
 fn wide_ggml() -> bool {
+    static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WIDE.get_or_init(|| match std::env::var(GGML_SIMD_ENV).as_deref() {
+        Ok("avx512") => true,
+        Ok("avx2") => false,
+        Ok(other) => {
+            tracing::warn!(
+                "{GGML_SIMD_ENV}={other:?} is neither avx2 nor avx512: following this host's build"
+            );
+            host_avx512()
+        }
+        Err(_) => host_avx512(),
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+fn host_avx512() -> bool {
     has_avx512()
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn wide_ggml() -> bool {
+fn host_avx512() -> bool {
     false
 }
 
@@ -449,7 +472,8 @@ struct AttnInputs<'a> {
 }
 
 /// Queries `i0..i1` of head `hi` of batch row `bi` into `o` ((i1 − i0) × D), with the widest
-/// vector instructions the CPU has (same operations, so the same bits, on every path).
+/// vector instructions the CPU has, in the lane order of the llama.cpp build [`GGML_SIMD_ENV`] names
+/// (same operations, so the same bits, on every path).
 fn attend_rows(a: &AttnInputs, bi: usize, hi: usize, i0: usize, i1: usize, o: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
@@ -472,16 +496,31 @@ fn attend_rows(a: &AttnInputs, bi: usize, hi: usize, i0: usize, i1: usize, o: &m
         ) {
             attend_rows_impl::<16>(a, bi, hi, i0, i1, o)
         }
-        if has_avx512() {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn fma16(a: &AttnInputs, bi: usize, hi: usize, i0: usize, i1: usize, o: &mut [f32]) {
+            attend_rows_impl::<16>(a, bi, hi, i0, i1, o)
+        }
+        let wide = wide_ggml();
+        if wide && has_avx512() {
             // SAFETY: the CPU has AVX-512F, AVX2 and FMA (checked at run time).
             return unsafe { avx512(a, bi, hi, i0, i1, o) };
         }
         if has_fma() {
             // SAFETY: the CPU has AVX2 and FMA (checked at run time).
-            return unsafe { fma(a, bi, hi, i0, i1, o) };
+            return unsafe {
+                if wide {
+                    fma16(a, bi, hi, i0, i1, o)
+                } else {
+                    fma(a, bi, hi, i0, i1, o)
+                }
+            };
         }
     }
-    attend_rows_impl::<8>(a, bi, hi, i0, i1, o)
+    if wide_ggml() {
+        attend_rows_impl::<16>(a, bi, hi, i0, i1, o)
+    } else {
+        attend_rows_impl::<8>(a, bi, hi, i0, i1, o)
+    }
 }
 
 /// ggml's horizontal sum of one vector of L lanes: `_mm512_reduce_add_ps` (16, AVX-512 builds) or
