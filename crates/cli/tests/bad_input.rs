@@ -275,11 +275,29 @@ fn gguf_bad_magic() {
 fn gguf_unsupported_quant_type() {
     let c = Case::new();
     let g = gguf(&c, "iq.gguf");
-    let mut bytes = std::fs::read(&g).unwrap();
-    let at = gguf_type_offset(&bytes, "blk.0.ffn_up.weight");
-    bytes[at..at + 4].copy_from_slice(&16u32.to_le_bytes()); // IQ2_XXS
-    write(&g, &bytes);
-    c.fails(&c.eval_model(&g), &["iq.gguf", "IQ2_XXS", "not supported"]);
+    let bytes = std::fs::read(&g).unwrap();
+    // the message names the tensor (not "(header)") and the supported types
+    for (code, name) in [
+        (16u32, "IQ2_XXS"),
+        (20, "IQ4_NL"),
+        (34, "TQ1_0"),
+        (39, "MXFP4"),
+    ] {
+        let mut bytes = bytes.clone();
+        let at = gguf_type_offset(&bytes, "blk.0.ffn_up.weight");
+        bytes[at..at + 4].copy_from_slice(&code.to_le_bytes());
+        write(&g, &bytes);
+        c.fails(
+            &c.eval_model(&g),
+            &[
+                "iq.gguf",
+                "`blk.0.ffn_up.weight`",
+                name,
+                "not supported",
+                "Q6_K",
+            ],
+        );
+    }
 }
 
 #[test]

@@ -1,8 +1,7 @@
 //! Parity of `surprisal eval` on Gemma-3 270M (Q4_K_M GGUF) with its peers on WikiText-2 raw test,
 //! against the numbers committed in `crates/runner/tests/data/peers/`:
 //!
-//! * `gemma3_chunks_c512_16_quantized_within_0_1_percent_of_llama_perplexity` (ignored: fails by
-//!   +0.147 %, see its comment): `--protocol chunks
+//! * `gemma3_chunks_c512_16_quantized_within_0_1_percent_of_llama_perplexity`: `--protocol chunks
 //!   --window 512 --max-chunks 16` (BOS from the GGUF: add_bos_token = true) with the quantized
 //!   kernels vs `llama-perplexity -c 512 --chunks 16 --flash-attn off`
 //!   (`scripts/references/ref_gemma3_llamacpp.sh`): the same number of scored tokens, perplexity within 0.1 %;
@@ -20,7 +19,9 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use surprisal_testkit::{cached_model, eval_rows, peer, wikitext_test_raw};
+use surprisal_testkit::{
+    cached_model, eval_rows_env, llama_cpp_build_simd, peer, wikitext_test_raw,
+};
 
 fn wikitext() -> PathBuf {
     wikitext_test_raw()
@@ -42,20 +43,24 @@ fn u(v: &Value) -> u64 {
 /// returns (summary.json, per-token rows, elapsed seconds).
 fn eval(args: &[&str]) -> (Value, Vec<Value>, f64) {
     let dir = tempfile::tempdir().unwrap();
-    eval_rows(
+    // our llama.cpp-order ops follow the lane order of the llama.cpp build that made the reference
+    // (its system_info line), whatever this CPU has
+    let simd = llama_cpp_build_simd(&peer("gemma3_llamacpp_wikitext_c512_chunks16.json"));
+    eval_rows_env(
         Path::new(env!("CARGO_BIN_EXE_surprisal")),
         &gemma3(),
         &wikitext(),
         args,
         &dir.path().join("out"),
+        &[("SURPRISAL_GGML_SIMD", simd)],
     )
 }
 
-/// Known gap (2026-12-07, docs/parity.md): PPL 20.5003 vs 20.4703 (+0.147 %), chunks between
-/// −1.33 % and +1.05 %; the same ids are scored (checked), so the difference is in the quantized
-/// Gemma-3 forward pass, not the protocol. Also ~10 min of CPU on 2 cores.
+/// Was +0.147 % (2026-12-07) with candle's kernels for Q5_0/Q4_K/Q6_K; with ggml-order kernels
+/// (`crates/models/src/quant`) and the AVX2 build's attention lanes and `ggml_v_expf`, every
+/// intermediate tensor equals llama.cpp's dumps at a 512-token window (docs/parity.md).
+/// ~10 min of CPU on 2 cores.
 #[test]
-#[ignore = "fails: +0.147 % vs llama-perplexity -fa off (limit 0.1 %); quantized Gemma-3 path not llama.cpp-exact yet"]
 fn gemma3_chunks_c512_16_quantized_within_0_1_percent_of_llama_perplexity() {
     let peer = peer("gemma3_llamacpp_wikitext_c512_chunks16.json");
     let chunks = u(&peer["n_chunks"]) as usize;

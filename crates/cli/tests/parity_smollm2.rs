@@ -19,7 +19,9 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use surprisal_testkit::{cached_model, eval_rows, peer, wikitext_test_raw};
+use surprisal_testkit::{
+    cached_model, eval_rows_env, llama_cpp_build_simd, peer, wikitext_test_raw,
+};
 
 fn wikitext() -> PathBuf {
     wikitext_test_raw()
@@ -41,12 +43,16 @@ fn u(v: &Value) -> u64 {
 /// --quiet`; returns (summary.json, per-token rows, elapsed seconds).
 fn eval(args: &[&str]) -> (Value, Vec<Value>, f64) {
     let dir = tempfile::tempdir().unwrap();
-    eval_rows(
+    // our llama.cpp-order ops follow the lane order of the llama.cpp build that made the reference
+    // (its system_info line), whatever this CPU has
+    let simd = llama_cpp_build_simd(&peer("llamacpp_wikitext_c512_chunks40.json"));
+    eval_rows_env(
         Path::new(env!("CARGO_BIN_EXE_surprisal")),
         &smollm2(),
         &wikitext(),
         args,
         &dir.path().join("out"),
+        &[("SURPRISAL_GGML_SIMD", simd)],
     )
 }
 

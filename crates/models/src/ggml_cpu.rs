@@ -25,6 +25,7 @@ use half::f16;
 use rayon::prelude::*;
 
 use crate::error::Result;
+use crate::quant::{legacy, KPacked};
 
 pub(crate) const QK: usize = 32;
 
@@ -140,8 +141,15 @@ enum Packed {
         d: Vec<f32>,
         m: Vec<f32>,
     },
-    /// Q8_0: per block 32 quants and the f32 scale.
-    Q8_0 { qs: Vec<[i8; QK]>, d: Vec<f32> },
+    /// Q8_0: per block 32 quants and the f32 scale. Also the other types llama.cpp multiplies
+    /// with the same tinyBLAS loop (Q5_0, see `quant::legacy`), `src` naming the GGUF type.
+    Q8_0 {
+        qs: Vec<[i8; QK]>,
+        d: Vec<f32>,
+        src: GgmlDType,
+    },
+    /// K-quants (`quant::k_quants`), with their Q8_K activations.
+    K(KPacked),
 }
 
 /// A (n, k) quantized weight multiplied exactly like ggml does on x86 CPUs.
@@ -153,9 +161,10 @@ pub struct GgmlMatMul {
 
 impl std::fmt::Debug for GgmlMatMul {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let t = match self.w {
-            Packed::Q4_1 { .. } => "Q4_1",
-            Packed::Q8_0 { .. } => "Q8_0",
+        let t = match &self.w {
+            Packed::Q4_1 { .. } => "Q4_1".to_string(),
+            Packed::Q8_0 { src, .. } => crate::gguf::ggml_name(*src),
+            Packed::K(k) => k.name().to_string(),
         };
         write!(f, "GgmlMatMul({t}, n={}, k={})", self.n, self.k)
     }
@@ -166,9 +175,11 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
 }
 
 impl GgmlMatMul {
-    /// The ggml-exact kernel for this weight, if there is one (Q4_1 and Q8_0, k a multiple of 32).
+    /// The ggml-exact kernel for this weight, if there is one (Q4_1, Q8_0, Q5_0 with k a
+    /// multiple of 32; the K-quants of `quant` with k a multiple of 256).
     pub fn supports(dtype: GgmlDType) -> bool {
-        matches!(dtype, GgmlDType::Q4_1 | GgmlDType::Q8_0)
+        matches!(dtype, GgmlDType::Q4_1 | GgmlDType::Q8_0 | GgmlDType::Q5_0)
+            || KPacked::supports(dtype)
     }
 
     pub fn from_qtensor(q: &QTensor) -> Result<Option<Self>> {
@@ -177,6 +188,20 @@ impl GgmlMatMul {
             return Ok(None);
         }
         let data = q.data()?;
+        if KPacked::supports(q.dtype()) {
+            return match KPacked::from_bytes(q.dtype(), &data, n, k) {
+                Some(w) => Ok(Some(Self {
+                    n,
+                    k,
+                    w: Packed::K(w),
+                })),
+                None if k % crate::quant::q8k::QK_K != 0 => Ok(None),
+                None => Err(candle_core::Error::Msg(format!(
+                    "quantized tensor too short for ({n}, {k})"
+                ))
+                .into()),
+            };
+        }
         let kb = k / QK;
         let w = match q.dtype() {
             GgmlDType::Q4_1 => {
@@ -207,12 +232,26 @@ impl GgmlMatMul {
                     }
                     qs.push(q);
                 }
-                Packed::Q8_0 { qs, d }
+                Packed::Q8_0 {
+                    qs,
+                    d,
+                    src: GgmlDType::Q8_0,
+                }
+            }
+            GgmlDType::Q5_0 => {
+                let blocks = data.chunks_exact(legacy::Q5_0_BYTES).take(n * kb);
+                let (qs, d) = blocks.map(legacy::q5_0_block).unzip();
+                Packed::Q8_0 {
+                    qs,
+                    d,
+                    src: GgmlDType::Q5_0,
+                }
             }
             _ => return Ok(None),
         };
         let len = match &w {
             Packed::Q4_1 { d, .. } | Packed::Q8_0 { d, .. } => d.len(),
+            Packed::K(_) => unreachable!("returned above"),
         };
         if len != n * kb {
             return Err(candle_core::Error::Msg(format!(
@@ -243,7 +282,8 @@ impl GgmlMatMul {
                     }
                 }
             }
-            Packed::Q8_0 { qs, d } => {
+            Packed::K(w) => w.dequantize_row(r, self.k, out),
+            Packed::Q8_0 { qs, d, .. } => {
                 for (o, b) in out.chunks_exact_mut(QK).zip(blocks) {
                     for (o, &q) in o.iter_mut().zip(&qs[b]) {
                         *o = f32::from(q) * d[b];
@@ -262,9 +302,18 @@ impl GgmlMatMul {
         matches!(self.w, Packed::Q4_1 { .. })
     }
 
+    /// Whether the activations are quantized to Q8_0/Q8_1 ([`quantize_rows`], which
+    /// [`Self::forward_quantized`] takes); false: Q8_K, quantized inside [`Self::forward`].
+    pub fn takes_q8_0(&self) -> bool {
+        !matches!(self.w, Packed::K(_))
+    }
+
     /// x: (m, k) row-major f32 -> (m, n) row-major f32.
     pub fn forward(&self, x: &[f32], m: usize) -> Vec<f32> {
         assert_eq!(x.len(), m * self.k, "activation length");
+        if let Packed::K(w) = &self.w {
+            return w.forward(x, m, self.n, self.k);
+        }
         self.forward_quantized(&quantize_rows(x, m, self.k, self.needs_sums()), m)
     }
 
@@ -272,6 +321,7 @@ impl GgmlMatMul {
     /// with sums if [`Self::needs_sums`]).
     pub fn forward_quantized(&self, a: &QuantRows, m: usize) -> Vec<f32> {
         let (n, k) = (self.n, self.k);
+        assert!(self.takes_q8_0(), "K-quants take Q8_K activations");
         let kb = k / QK;
         assert_eq!(a.d.len(), m * kb, "quantized activation length");
         assert!(
@@ -378,7 +428,8 @@ impl GgmlMatMul {
                     };
                 }
             }
-            Packed::Q8_0 { qs, d } => {
+            Packed::K(_) => unreachable!("K-quants take Q8_K activations"),
+            Packed::Q8_0 { qs, d, .. } => {
                 let (wq, wd) = (&qs[wr.clone()], &d[wr]);
                 #[cfg(target_arch = "x86_64")]
                 if simd && cnt == DOT_ROWS {
@@ -408,7 +459,7 @@ impl GgmlMatMul {
 /// Activation rows per call of the multi-row dot kernels (`dot_q4_1_xn`, `dot_q8_0_xn`).
 const DOT_ROWS: usize = 8;
 
-fn use_avx2() -> bool {
+pub(crate) fn use_avx2() -> bool {
     static AVX2: OnceLock<bool> = OnceLock::new();
     *AVX2.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]

@@ -390,59 +390,60 @@ impl GgufFile {
     }
 }
 
+// Header readers for the scans below (None: malformed, left to `Content::read` to report).
+fn bytes<const N: usize>(r: &mut BufReader<File>) -> Option<[u8; N]> {
+    let mut b = [0u8; N];
+    r.read_exact(&mut b).ok()?;
+    Some(b)
+}
+fn u32_(r: &mut BufReader<File>) -> Option<u32> {
+    bytes(r).map(u32::from_le_bytes)
+}
+// GGUF v1 lengths are u32, later ones u64.
+fn len(r: &mut BufReader<File>, v1: bool) -> Option<u64> {
+    if v1 {
+        u32_(r).map(u64::from)
+    } else {
+        bytes(r).map(u64::from_le_bytes)
+    }
+}
+fn skip(r: &mut BufReader<File>, ty: u32, v1: bool, limit: u64, depth: usize) -> Option<()> {
+    let fixed = |ty| match ty {
+        0 | 1 | 7 => Some(1u64),
+        2 | 3 => Some(2),
+        4..=6 => Some(4),
+        10..=12 => Some(8),
+        _ => None,
+    };
+    let n = match ty {
+        8 => len(r, v1)?,
+        9 => {
+            let elem = u32_(r)?;
+            let count = len(r, v1)?;
+            match fixed(elem) {
+                Some(size) => count.checked_mul(size)?,
+                None if count <= limit && depth < 64 => {
+                    for _ in 0..count {
+                        skip(r, elem, v1, limit, depth + 1)?;
+                    }
+                    0
+                }
+                None => return None,
+            }
+        }
+        _ => fixed(ty)?,
+    };
+    if n > limit {
+        return None;
+    }
+    r.seek_relative(n as i64).ok()
+}
+
 /// `general.alignment` as `Content::read` takes it (the last such key; an unsigned or non-negative
 /// integer of at most 32 bits), found by skipping through the metadata; None when absent or when
 /// the header is malformed (left to `Content::read` to report). candle 0.11 divides by it
 /// unchecked, so a 0 must be caught first (huggingface/candle#3876).
 fn gguf_alignment(r: &mut BufReader<File>, file_len: u64) -> Option<u64> {
-    fn bytes<const N: usize>(r: &mut BufReader<File>) -> Option<[u8; N]> {
-        let mut b = [0u8; N];
-        r.read_exact(&mut b).ok()?;
-        Some(b)
-    }
-    fn u32_(r: &mut BufReader<File>) -> Option<u32> {
-        bytes(r).map(u32::from_le_bytes)
-    }
-    // GGUF v1 lengths are u32, later ones u64.
-    fn len(r: &mut BufReader<File>, v1: bool) -> Option<u64> {
-        if v1 {
-            u32_(r).map(u64::from)
-        } else {
-            bytes(r).map(u64::from_le_bytes)
-        }
-    }
-    fn skip(r: &mut BufReader<File>, ty: u32, v1: bool, limit: u64, depth: usize) -> Option<()> {
-        let fixed = |ty| match ty {
-            0 | 1 | 7 => Some(1u64),
-            2 | 3 => Some(2),
-            4..=6 => Some(4),
-            10..=12 => Some(8),
-            _ => None,
-        };
-        let n = match ty {
-            8 => len(r, v1)?,
-            9 => {
-                let elem = u32_(r)?;
-                let count = len(r, v1)?;
-                match fixed(elem) {
-                    Some(size) => count.checked_mul(size)?,
-                    None if count <= limit && depth < 64 => {
-                        for _ in 0..count {
-                            skip(r, elem, v1, limit, depth + 1)?;
-                        }
-                        0
-                    }
-                    None => return None,
-                }
-            }
-            _ => fixed(ty)?,
-        };
-        if n > limit {
-            return None;
-        }
-        r.seek_relative(n as i64).ok()
-    }
-
     if !matches!(u32_(r)?, 0x4655_4747 | 0x4747_5546) {
         return None;
     }
@@ -486,6 +487,55 @@ fn gguf_alignment(r: &mut BufReader<File>, file_len: u64) -> Option<u64> {
     alignment
 }
 
+/// The name of the first tensor whose ggml type code is `code`, found by reading the header the
+/// way [`gguf_alignment`] does, then the tensor infos (name, dims, type, offset). candle's reader
+/// stops at the first unknown type without naming the tensor.
+fn first_tensor_of_type(path: &Path, code: u32) -> Option<String> {
+    let file = File::open(path).ok()?;
+    let file_len = file.metadata().ok()?.len();
+    let r = &mut BufReader::new(file);
+    if !matches!(u32_(r)?, 0x4655_4747 | 0x4747_5546) {
+        return None;
+    }
+    let v1 = match u32_(r)? {
+        1 => true,
+        2 | 3 => false,
+        _ => return None,
+    };
+    let tensor_count = len(r, v1)?;
+    let kv_count = len(r, v1)?;
+    for _ in 0..kv_count {
+        let key_len = len(r, v1)?;
+        if key_len > file_len {
+            return None;
+        }
+        r.seek_relative(key_len as i64).ok()?;
+        let ty = u32_(r)?;
+        skip(r, ty, v1, file_len, 0)?;
+    }
+    for _ in 0..tensor_count.min(file_len) {
+        let name_len = len(r, v1)?;
+        if name_len > file_len.min(1 << 16) {
+            return None;
+        }
+        let mut name = vec![0u8; name_len as usize];
+        r.read_exact(&mut name).ok()?;
+        let n_dims = u32_(r)?;
+        if n_dims > 8 {
+            return None;
+        }
+        for _ in 0..n_dims {
+            len(r, v1)?;
+        }
+        let ty = u32_(r)?;
+        bytes::<8>(r)?;
+        if ty == code {
+            return Some(String::from_utf8_lossy(&name).into_owned());
+        }
+    }
+    None
+}
+
 fn gguf_read_error(path: &Path, e: candle_core::Error) -> ModelError {
     let msg = crate::error::candle_message(&e);
     if let Some(code) = msg
@@ -495,9 +545,9 @@ fn gguf_read_error(path: &Path, e: candle_core::Error) -> ModelError {
     {
         return ModelError::UnsupportedQuantization {
             path: path.to_path_buf(),
-            tensor: "(header)".to_string(),
+            tensor: first_tensor_of_type(path, code).unwrap_or_else(|| "(header)".to_string()),
             dtype: ggml_type_name(code),
-            hint: "; supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K (re-quantize the model with one of these)".to_string(),
+            hint: "; supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (re-quantize the model with one of these)".to_string(),
         };
     }
     let message = if msg.contains("magic") {

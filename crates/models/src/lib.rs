@@ -13,7 +13,7 @@
 //!
 //! Modules depend on each other in one direction: `error` <- `tokenizer` <- `gguf` <- `weights`
 //! <- `nn` <- `decoder` <- this file; `tensor_names` <- `config` <- `arch` (which reads GGUF
-//! metadata through `gguf`, never weights); `ggml_cpu` and `llama_cpp` are kernels.
+//! metadata through `gguf`, never weights); `ggml_cpu`, `quant` and `llama_cpp` are kernels.
 
 pub mod arch;
 pub mod config;
@@ -24,6 +24,7 @@ pub mod gguf;
 pub mod hub;
 pub mod llama_cpp;
 pub mod nn;
+pub mod quant;
 pub mod source;
 pub mod tensor_names;
 pub mod tokenizer;

@@ -7,9 +7,10 @@
 //!   contracted rotation `fma(x0, cos, -(x1·sin))`, `fma(x0, sin, x1·cos)` (GCC fuses the first
 //!   product of each expression);
 //! - attention without flash-attn: K and V stored in the f16 KV cache, Q converted to f16 for the
-//!   f16 K·Q matmul (llamafile tinyBLAS: 16 fma lanes, `_mm512_reduce_add_ps`), softmax with
-//!   ggml's `ggml_v_expf` and an f64 sum of 16-wide partial sums, probabilities converted to f16
-//!   for the f16 V·P matmul (16 lanes over keys);
+//!   f16 K·Q matmul (llamafile tinyBLAS: 16 fma lanes and `_mm512_reduce_add_ps` on AVX-512
+//!   builds, 8 lanes and the `_mm256` hsum on AVX2 builds), softmax with ggml's `ggml_v_expf` and
+//!   an f64 sum of 16-wide (8-wide) partial sums, probabilities converted to f16 for the f16 V·P
+//!   matmul (16 (8) lanes over keys);
 //! - SwiGLU: `x / (1 + ggml_v_expf(-x)) · g`; GeGLU: ggml's f16 table of GELU-tanh, looked up
 //!   by the f16-rounded input (`GGML_GELU_FP16`), times g.
 //!
@@ -183,7 +184,84 @@ pub fn v_expf(x: f32) -> f32 {
     }
 }
 
-/// `silu(gate) · up`, ggml's `ggml_vec_swiglu_f32` (AVX-512 lanes).
+/// ggml's `ggml_v_expf` (AVX2 variant), one lane: a different evaluation from the AVX-512 one
+/// (no `+1` in the polynomial, the result `fma(k, j, k)` with `k = 2^n` built from z's bits, and
+/// its own scaling past |n| > 126), so the two differ by an ulp on some inputs. llama.cpp built
+/// for an AVX2 host uses this one; with the AVX-512 one here, 30 % of Gemma-3's softmax rows at a
+/// 512-token window differed from llama.cpp's by an ulp of their sum.
+#[inline(always)]
+pub fn v_expf_avx2(x: f32) -> f32 {
+    let f = f32::from_bits;
+    let r = f(EXP_R);
+    let z = x.mul_add(f(EXP_LOG2E), r);
+    let n = z - r;
+    let b = (-n).mul_add(f(EXP_LN2_LO), (-n).mul_add(f(EXP_LN2_HI), x));
+    let e = z.to_bits() << 23;
+    let k = f(e.wrapping_add(1f32.to_bits()));
+    let u = b * b;
+    let j = f(EXP_C5)
+        .mul_add(b, f(EXP_C4))
+        .mul_add(u, f(EXP_C3).mul_add(b, f(EXP_C2)))
+        .mul_add(u, f(EXP_C1) * b);
+    if n.abs() > 126.0 {
+        let g: u32 = if n <= 0.0 { 0x8200_0000 } else { 0 };
+        let s1 = f(g.wrapping_add(0x7f00_0000));
+        let s2 = f(e.wrapping_sub(g));
+        if n.abs() > 192.0 {
+            s1 * s1
+        } else {
+            s2.mul_add(j, s2) * s1
+        }
+    } else {
+        k.mul_add(j, k)
+    }
+}
+
+/// ggml's `ggml_v_expf` of the vector width llama.cpp was built with for this host (see
+/// [`v_expf`], [`v_expf_avx2`]).
+#[inline(always)]
+fn ggml_expf<const L: usize>(x: f32) -> f32 {
+    if L == 16 {
+        v_expf(x)
+    } else {
+        v_expf_avx2(x)
+    }
+}
+
+/// The environment variable that names which llama.cpp x86 build the llama.cpp-order ops
+/// reproduce: `avx512` (16-lane sums, AVX-512 `ggml_v_expf`) or `avx2` (8 lanes). Unset: the build
+/// `scripts/build_llama_cpp.sh` makes for this host (AVX-512F present or not). Either order runs
+/// on any AVX2 host (the lanes are a summation order, emulated in plain code), so a test compares
+/// with a reference made by either build whatever CPU it runs on.
+pub const GGML_SIMD_ENV: &str = "SURPRISAL_GGML_SIMD";
+
+/// Do the llama.cpp-order ops follow an AVX-512 build (16 lanes) rather than an AVX2 one (8)?
+fn wide_ggml() -> bool {
+    static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WIDE.get_or_init(|| match std::env::var(GGML_SIMD_ENV).as_deref() {
+        Ok("avx512") => true,
+        Ok("avx2") => false,
+        Ok(other) => {
+            tracing::warn!(
+                "{GGML_SIMD_ENV}={other:?} is neither avx2 nor avx512: following this host's build"
+            );
+            host_avx512()
+        }
+        Err(_) => host_avx512(),
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+fn host_avx512() -> bool {
+    has_avx512()
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn host_avx512() -> bool {
+    false
+}
+
+/// `silu(gate) · up`, ggml's `ggml_vec_swiglu_f32` (AVX-512 lanes, or AVX2 lanes on AVX2 hosts).
 pub fn swiglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
     let mut out = vec![0f32; gate.len()];
     out.par_chunks_mut(4096)
@@ -197,8 +275,14 @@ pub fn swiglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
 fn swiglu_chunk(o: &mut [f32], g: &[f32], u: &[f32]) {
     #[inline(always)]
     fn run(o: &mut [f32], g: &[f32], u: &[f32]) {
-        for ((o, &x), &u) in o.iter_mut().zip(g).zip(u) {
-            *o = x / (1.0 + v_expf(0.0 - x)) * u;
+        if wide_ggml() {
+            for ((o, &x), &u) in o.iter_mut().zip(g).zip(u) {
+                *o = x / (1.0 + v_expf(0.0 - x)) * u;
+            }
+        } else {
+            for ((o, &x), &u) in o.iter_mut().zip(g).zip(u) {
+                *o = x / (1.0 + v_expf_avx2(0.0 - x)) * u;
+            }
         }
     }
     #[cfg(target_arch = "x86_64")]
@@ -245,7 +329,11 @@ fn gelu_f16_table() -> &'static [f32] {
         (0..=u16::MAX)
             .map(|bits| {
                 let x = f16::from_bits(bits).to_f32();
-                let y = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + GELU_COEF_A * x * x)).tanh());
+                // GCC contracts `1.0f + GELU_COEF_A*x*x` into one fma (seen in libggml-cpu.so's
+                // ggml_cpu_init: vmulss then vfmadd213ss before tanhf); without it 9 of 32768
+                // GeGLU outputs of Gemma-3's first layer differed from llama.cpp's by one f16 step.
+                let inner = (GELU_COEF_A * x).mul_add(x, 1.0);
+                let y = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * inner).tanh());
                 f16::from_f32(y).to_f32()
             })
             .collect()
@@ -398,13 +486,18 @@ struct AttnInputs<'a> {
 }
 
 /// Queries `i0..i1` of head `hi` of batch row `bi` into `o` ((i1 − i0) × D), with the widest
-/// vector instructions the CPU has (same operations, so the same bits, on every path).
+/// vector instructions the CPU has, in the lane order of the llama.cpp build [`GGML_SIMD_ENV`] names
+/// (same operations, so the same bits, on every path).
 fn attend_rows(a: &AttnInputs, bi: usize, hi: usize, i0: usize, i1: usize, o: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx2,fma")]
         unsafe fn fma(a: &AttnInputs, bi: usize, hi: usize, i0: usize, i1: usize, o: &mut [f32]) {
-            attend_rows_impl(a, bi, hi, i0, i1, o)
+            // llama.cpp built for this AVX2 host (scripts/build_llama_cpp.sh names the host's
+            // flags) runs tinyBLAS and the softmax 8 lanes wide; with 16 lanes here, Gemma-3's
+            // K·Q scores differed from llama.cpp's dumps in ~30 % of entries by an ulp and
+            // one (token, head) of layer 4's attention output by 5e-4.
+            attend_rows_impl::<8>(a, bi, hi, i0, i1, o)
         }
         #[target_feature(enable = "avx512f,avx2,fma")]
         unsafe fn avx512(
@@ -415,34 +508,61 @@ fn attend_rows(a: &AttnInputs, bi: usize, hi: usize, i0: usize, i1: usize, o: &m
             i1: usize,
             o: &mut [f32],
         ) {
-            attend_rows_impl(a, bi, hi, i0, i1, o)
+            attend_rows_impl::<16>(a, bi, hi, i0, i1, o)
         }
-        if has_avx512() {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn fma16(a: &AttnInputs, bi: usize, hi: usize, i0: usize, i1: usize, o: &mut [f32]) {
+            attend_rows_impl::<16>(a, bi, hi, i0, i1, o)
+        }
+        let wide = wide_ggml();
+        if wide && has_avx512() {
             // SAFETY: the CPU has AVX-512F, AVX2 and FMA (checked at run time).
             return unsafe { avx512(a, bi, hi, i0, i1, o) };
         }
         if has_fma() {
             // SAFETY: the CPU has AVX2 and FMA (checked at run time).
-            return unsafe { fma(a, bi, hi, i0, i1, o) };
+            return unsafe {
+                if wide {
+                    fma16(a, bi, hi, i0, i1, o)
+                } else {
+                    fma(a, bi, hi, i0, i1, o)
+                }
+            };
         }
     }
-    attend_rows_impl(a, bi, hi, i0, i1, o)
+    if wide_ggml() {
+        attend_rows_impl::<16>(a, bi, hi, i0, i1, o)
+    } else {
+        attend_rows_impl::<8>(a, bi, hi, i0, i1, o)
+    }
 }
 
-/// The 16 FMA lanes of q·k (over D, 16 at a time, as tinyBLAS's f16 GEMM) for the N keys
+/// ggml's horizontal sum of one vector of L lanes: `_mm512_reduce_add_ps` (16, AVX-512 builds) or
+/// the `_mm256` hsum of tinyBLAS / `ggml_vec_soft_max_f32` (8, AVX2 builds).
+#[inline(always)]
+fn reduce_lanes<const L: usize>(v: &[f32; L]) -> f32 {
+    if L == 16 {
+        reduce16(v[..].try_into().expect("16 lanes"))
+    } else {
+        let r: [f32; 4] = std::array::from_fn(|i| v[i + 4] + v[i]);
+        (r[0] + r[2]) + (r[1] + r[3])
+    }
+}
+
+/// The L FMA lanes of q·k (over D, L at a time, as tinyBLAS's f16 GEMM) for the N keys
 /// `j..j + N`, each key its own chain: N > 1 only interleaves independent chains.
 #[inline(always)]
-fn key_lanes<'a, const N: usize>(
+fn key_lanes<'a, const N: usize, const L: usize>(
     qi: &[f32],
     krow: impl Fn(usize) -> &'a [f32],
     j: usize,
-) -> [[f32; 16]; N] {
-    let mut lanes = [[0f32; 16]; N];
-    for c in 0..qi.len() / 16 {
-        let qc = &qi[c * 16..][..16];
+) -> [[f32; L]; N] {
+    let mut lanes = [[0f32; L]; N];
+    for c in 0..qi.len() / L {
+        let qc = &qi[c * L..][..L];
         for (u, lanes) in lanes.iter_mut().enumerate() {
-            let kc = &krow(j + u)[c * 16..][..16];
-            for l in 0..16 {
+            let kc = &krow(j + u)[c * L..][..L];
+            for l in 0..L {
                 lanes[l] = kc[l].mul_add(qc[l], lanes[l]);
             }
         }
@@ -450,8 +570,16 @@ fn key_lanes<'a, const N: usize>(
     lanes
 }
 
+/// L: ggml's vector width in floats (16 on AVX-512 builds, 8 on AVX2 builds).
 #[inline(always)]
-fn attend_rows_impl(a: &AttnInputs, bi: usize, hi: usize, i0: usize, i1: usize, o: &mut [f32]) {
+fn attend_rows_impl<const L: usize>(
+    a: &AttnInputs,
+    bi: usize,
+    hi: usize,
+    i0: usize,
+    i1: usize,
+    o: &mut [f32],
+) {
     let AttnInputs { q, k, vt: v, s } = *a;
     let (t, h, kv, d) = (s.t, s.heads, s.kv_heads, s.d);
     let tk = s.past + t;
@@ -472,7 +600,7 @@ fn attend_rows_impl(a: &AttnInputs, bi: usize, hi: usize, i0: usize, i1: usize, 
         let n = (p + 1).next_multiple_of(16);
         wp.clear();
         wp.resize(n, f32::NEG_INFINITY);
-        // tinyBLAS f16 GEMM: 16 fma lanes over D, `_mm512_reduce_add_ps`. Keys go four at a
+        // tinyBLAS f16 GEMM: L fma lanes over D, then their horizontal sum. Keys go four at a
         // time (four independent FMA chains; each key's operations and order are unchanged).
         // ggml_softcap's scale(1/cap), tanh, scale(cap) on the raw scores, then the softmax scale
         let score = |kq: f32| match s.softcap {
@@ -481,13 +609,13 @@ fn attend_rows_impl(a: &AttnInputs, bi: usize, hi: usize, i0: usize, i1: usize, 
         };
         let mut j = lo;
         while j + 4 <= p + 1 {
-            for (u, lanes) in key_lanes::<4>(qi, krow, j).iter().enumerate() {
-                wp[j + u] = score(reduce16(lanes));
+            for (u, lanes) in key_lanes::<4, L>(qi, krow, j).iter().enumerate() {
+                wp[j + u] = score(reduce_lanes(lanes));
             }
             j += 4;
         }
         for j in j..=p {
-            wp[j] = score(reduce16(&key_lanes::<1>(qi, krow, j)[0]));
+            wp[j] = score(reduce_lanes(&key_lanes::<1, L>(qi, krow, j)[0]));
         }
         let scores = if dump_dir().is_some() {
             wp.clone()
@@ -496,12 +624,12 @@ fn attend_rows_impl(a: &AttnInputs, bi: usize, hi: usize, i0: usize, i1: usize, 
         };
         let max = wp.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
         let mut sum = 0f64;
-        for ch in wp.chunks_exact_mut(16) {
-            let mut vals = [0f32; 16];
-            for l in 0..16 {
-                vals[l] = v_expf(ch[l] - max);
+        for ch in wp.chunks_exact_mut(L) {
+            let mut vals = [0f32; L];
+            for l in 0..L {
+                vals[l] = ggml_expf::<L>(ch[l] - max);
             }
-            sum += reduce16(&vals) as f64;
+            sum += reduce_lanes(&vals) as f64;
             ch.copy_from_slice(&vals);
         }
         let inv = (1.0 / sum) as f32;
@@ -514,24 +642,24 @@ fn attend_rows_impl(a: &AttnInputs, bi: usize, hi: usize, i0: usize, i1: usize, 
             *e *= inv;
         }
         round_f16_in_place(&mut wp);
-        // tinyBLAS f16 GEMM of V^T by P: 16 fma lanes over keys, `_mm512_reduce_add_ps`
+        // tinyBLAS f16 GEMM of V^T by P: L fma lanes over keys, then their horizontal sum
         // Four output dimensions at a time: four independent FMA chains over the keys (each
         // dimension's operations and order are unchanged).
         let orow = &mut o[(i - i0) * d..(i - i0 + 1) * d];
         // (d is a multiple of 16, so every group has four dimensions; a fixed count keeps the
         // accumulators in registers)
         for (g4, dst) in orow.chunks_exact_mut(4).enumerate() {
-            let mut lanes = [[0f32; 16]; 4];
-            for (c, pc) in wp.chunks_exact(16).enumerate() {
+            let mut lanes = [[0f32; L]; 4];
+            for (c, pc) in wp.chunks_exact(L).enumerate() {
                 for (u, lanes) in lanes.iter_mut().enumerate() {
-                    let vc = &vt[(g4 * 4 + u) * tp + c * 16..][..16];
-                    for l in 0..16 {
+                    let vc = &vt[(g4 * 4 + u) * tp + c * L..][..L];
+                    for l in 0..L {
                         lanes[l] = pc[l].mul_add(vc[l], lanes[l]);
                     }
                 }
             }
             for (dst, lanes) in dst.iter_mut().zip(&lanes) {
-                *dst = reduce16(lanes);
+                *dst = reduce_lanes(lanes);
             }
         }
     }
@@ -596,6 +724,15 @@ mod tests {
         }
         assert_eq!(v_expf(f32::NEG_INFINITY), 0.0);
         assert_eq!(v_expf(0.0), 1.0);
+        for i in -300..235 {
+            let x = i as f32 * 0.37;
+            let (a, b) = (v_expf_avx2(x), x.exp());
+            let tiny = f32::MIN_POSITIVE * 2.0; // subnormal results lose relative precision
+            assert!((a - b).abs() <= 4e-7 * b.abs() + tiny, "{x}: {a} vs {b}");
+        }
+        assert_eq!(v_expf_avx2(f32::NEG_INFINITY), 0.0);
+        assert_eq!(v_expf_avx2(0.0), 1.0);
+        assert_eq!(v_expf_avx2(100.0), f32::INFINITY);
     }
 
     #[test]

@@ -99,12 +99,19 @@ pub fn read_json(p: &Path) -> Value {
 /// Runs the binary `bin` (a test's `env!("CARGO_BIN_EXE_surprisal")`) with `args` and `--quiet`,
 /// logging kept at `warn` (`SURPRISAL_LOG` removed), the hub offline.
 pub fn run_bin(bin: &Path, args: &[&str]) -> Output {
+    run_bin_env(bin, args, &[])
+}
+
+/// [`run_bin`] with extra environment variables (`SURPRISAL_GGML_SIMD` to pin the llama.cpp build
+/// whose order of operations a reference was made with).
+pub fn run_bin_env(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut all: Vec<&str> = args.to_vec();
     all.push("--quiet");
     Command::new(bin)
         .args(&all)
         .env_remove("SURPRISAL_LOG")
         .env("HF_HUB_OFFLINE", "1")
+        .envs(env.iter().copied())
         .output()
         .expect("cannot start the surprisal binary")
 }
@@ -119,6 +126,18 @@ pub fn eval_rows(
     args: &[&str],
     out: &Path,
 ) -> (Value, Vec<Value>, f64) {
+    eval_rows_env(bin, model, data, args, out, &[])
+}
+
+/// [`eval_rows`] with extra environment variables for the binary (see [`run_bin_env`]).
+pub fn eval_rows_env(
+    bin: &Path,
+    model: &Path,
+    data: &Path,
+    args: &[&str],
+    out: &Path,
+    env: &[(&str, &str)],
+) -> (Value, Vec<Value>, f64) {
     let (model, data, out_s) = (
         model.display().to_string(),
         data.display().to_string(),
@@ -128,7 +147,7 @@ pub fn eval_rows(
     all.extend_from_slice(args);
     all.extend_from_slice(&["--per-token", "jsonl", "--out", &out_s]);
     let t0 = std::time::Instant::now();
-    let o = run_bin(bin, &all);
+    let o = run_bin_env(bin, &all, env);
     let secs = t0.elapsed().as_secs_f64();
     assert!(
         o.status.success(),
@@ -365,4 +384,32 @@ pub fn fixture_to_gguf(dir: &Path, out: &Path, quant: GgmlDType) {
     let t_refs: Vec<(&str, &QTensor)> = qts.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let mut f = std::fs::File::create(out).unwrap();
     gguf_file::write(&mut f, &md_refs, &t_refs).unwrap();
+}
+
+/// The `SURPRISAL_GGML_SIMD` value (`avx512` or `avx2`) of the llama.cpp build that made a peer
+/// reference, read from the `system_info` line its `log_stderr*` fields recorded: our llama.cpp-order
+/// ops then follow that build's lane order on whatever CPU the test runs (an AVX-512 reference on an
+/// AVX2-only host and the other way round).
+pub fn llama_cpp_build_simd(peer: &Value) -> &'static str {
+    let logs: Vec<&str> = peer
+        .as_object()
+        .expect("a peer reference is a JSON object")
+        .iter()
+        .filter(|(k, _)| k.starts_with("log_stderr"))
+        .filter_map(|(_, v)| v.as_str())
+        .filter(|l| l.contains("system_info"))
+        .collect();
+    assert!(
+        !logs.is_empty(),
+        "the peer reference records no llama.cpp system_info line (log_stderr*)"
+    );
+    if logs.iter().all(|l| l.contains("AVX512 = 1")) {
+        "avx512"
+    } else {
+        assert!(
+            logs.iter().all(|l| !l.contains("AVX512 = 1")),
+            "the peer reference mixes AVX-512 and AVX2 llama.cpp builds"
+        );
+        "avx2"
+    }
 }

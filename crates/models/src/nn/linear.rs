@@ -23,7 +23,7 @@ pub struct Linear {
 enum Kernel {
     /// Candle's matmul (dense, or candle's quantized kernels).
     Candle(QMatMul),
-    /// For quantized weights on the CPU with a ggml-exact kernel (Q4_1, Q8_0): used instead of
+    /// For quantized weights on the CPU with a ggml-exact kernel (`GgmlMatMul::supports`): used instead of
     /// candle's quantized matmul, so the results are llama.cpp's (see `ggml_cpu`). The candle
     /// `QTensor` it was packed from is dropped: keeping both would hold the weights twice.
     Ggml(Arc<GgmlMatMul>),
@@ -88,8 +88,12 @@ impl Linear {
                 Kernel::Candle(_) => None,
             })
             .collect();
-        let ggml =
-            ggml.filter(|g| g.windows(2).all(|w| w[0].in_dim() == w[1].in_dim()) && !g.is_empty());
+        // K-quants quantize their activations to Q8_K themselves (in `forward`).
+        let ggml = ggml.filter(|g| {
+            g.windows(2).all(|w| w[0].in_dim() == w[1].in_dim())
+                && !g.is_empty()
+                && g.iter().all(|g| g.takes_q8_0())
+        });
         let Some(ggml) = ggml else {
             return linears.iter().map(|l| l.forward_f32(x, m)).collect();
         };
