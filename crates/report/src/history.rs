@@ -1,6 +1,9 @@
 //! The history section (`--history RESULTS`): each metric of a results history over checkpoint
 //! steps (or finish dates), one line per (model, dataset), 95 % intervals as error bars, and a
-//! table per metric with every plotted number.
+//! table per metric with every plotted number. Runs with a gate verdict recorded in the history
+//! (`History::gates`, the latest `delta_nll_nats` check per run) are marked by shape: a ring for a
+//! pass, a square and the word "regression" for a regression; their rows carry the verdict, ΔNLL ±
+//! stderr, bound and tolerance.
 //!
 //! The section is built from [`HistoryData`], a plain list of points per metric, so that the page
 //! does not depend on how the history is stored; [`HistoryData::from_history`] reads one from a
