@@ -275,7 +275,7 @@ pub(crate) fn view(data: &HistoryData) -> std::result::Result<HistoryView, plots
                 format!("bars: 95 % intervals ({with_ci} of {} runs have one)", runs.len())
             },
             if points.iter().any(|p| p.gate.is_some()) {
-                " Gated runs (recorded by `suite run --gate previous`): a ring around the marker for a pass, a square and the word \"regression\" for a regression."
+                " Gated runs (recorded by surprisal suite run --gate previous): a ring around the marker for a pass, a square and the word \"regression\" for a regression."
             } else {
                 ""
             },
