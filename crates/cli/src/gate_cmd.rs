@@ -50,6 +50,9 @@ pub fn run(a: &GateArgs) -> Result<()> {
     };
     let baseline = baseline_dir(&a.baseline, &a.candidate, a.results.as_deref())?;
     let report = run_gate(&baseline, &a.candidate, &config)?;
+    if let Err(e) = record(&baseline, &a.candidate, a.results.as_deref(), &report) {
+        eprintln!("warning: the gate's verdict was not recorded in the results history: {e}");
+    }
     if !a.quiet {
         print!("{}", markdown::to_text(&report));
     }
@@ -67,6 +70,48 @@ pub fn run(a: &GateArgs) -> Result<()> {
     } else {
         Err(Regression.into())
     }
+}
+
+/// The results root of a suite run directory (`RESULTS/runs/<pair>`, with `RESULTS/results.db`).
+fn results_root_of(dir: &Path) -> Option<PathBuf> {
+    let runs = dir.parent().filter(|p| {
+        p.file_name()
+            .is_some_and(|n| n == std::ffi::OsStr::new(history::RUNS_DIR))
+    })?;
+    let root = runs.parent()?;
+    root.join(history::DB_FILE)
+        .is_file()
+        .then(|| root.to_path_buf())
+}
+
+/// Records the verdict in the results history when both runs are registered in one: `--results`,
+/// else the candidate's results root. Nothing to do (`Ok`) when there is none or a run is not
+/// registered there.
+fn record(
+    baseline: &Path,
+    candidate: &Path,
+    results: Option<&Path>,
+    report: &surprisal_runner::gate::GateReport,
+) -> Result<()> {
+    let root = match results {
+        Some(r) if r.join(history::DB_FILE).is_file() => r.to_path_buf(),
+        Some(_) => return Ok(()),
+        None => match results_root_of(candidate) {
+            Some(r) => r,
+            None => return Ok(()),
+        },
+    };
+    if !(baseline.join(history::PAIR_FILE).is_file()
+        && candidate.join(history::PAIR_FILE).is_file())
+    {
+        return Ok(());
+    }
+    let mut h = history::open(&root)?;
+    let (Some(b), Some(c)) = (h.run_for_dir(baseline)?, h.run_for_dir(candidate)?) else {
+        return Ok(());
+    };
+    h.record_gate(&c, &b, report)?;
+    Ok(())
 }
 
 /// `--baseline`: a run directory, or the history query `previous` (the previous run of the

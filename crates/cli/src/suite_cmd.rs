@@ -89,8 +89,8 @@ pub fn run_suite(a: &SuiteRunArgs, interrupt: Arc<AtomicBool>) -> Result<()> {
     }
     let mut regressed = false;
     if a.gate.is_some() {
-        let h = history::open(&opts.results)?;
-        let gates = suite::gate_previous(&h, &report.outcomes, &config)?;
+        let mut h = history::open(&opts.results)?;
+        let gates = suite::gate_previous(&mut h, &report.outcomes, &config)?;
         if !a.quiet {
             print!("{}", suite::gates_text(&gates));
         }

@@ -424,29 +424,35 @@ fn results() -> &'static Results {
     static RESULTS: OnceLock<Results> = OnceLock::new();
     RESULTS.get_or_init(|| {
         let tmp = tempfile::tempdir().unwrap();
-        for (step, model) in STEPS {
-            support::copy_dir(
-                &fixture(model),
-                &tmp.path().join(format!("ckpts/checkpoint-{step}")),
-            );
-        }
-        let mut suite = format!(
-            "name = \"fixture\"\n[run]\nprotocol = \"sliding\"\nwindow = 64\nstride = 32\nper-token = \"none\"\n\
-             [[models]]\nname = \"tiny\"\nglob = \"{}/ckpts/checkpoint-*\"\n",
-            tmp.path().display()
-        );
-        for (name, repeat) in DATASETS {
-            let data = write(&tmp.path().join(format!("{name}.txt")), text(repeat));
-            suite.push_str(&format!(
-                "[[datasets]]\nname = \"{name}\"\ndata = \"{}\"\n",
-                data.display()
-            ));
-        }
-        let suite = write(&tmp.path().join("suite.toml"), suite);
-        let root = tmp.path().join("results");
-        assert_ok(&run(&["suite", "run", s(&suite), "--results", s(&root)]));
+        let (_, root) = make_results(tmp.path());
         Results { _tmp: tmp, root }
     })
+}
+
+/// Writes the suite of [`results`] under `dir` and runs it; returns the suite file and the root.
+fn make_results(dir: &Path) -> (PathBuf, PathBuf) {
+    for (step, model) in STEPS {
+        support::copy_dir(
+            &fixture(model),
+            &dir.join(format!("ckpts/checkpoint-{step}")),
+        );
+    }
+    let mut suite = format!(
+        "name = \"fixture\"\n[run]\nprotocol = \"sliding\"\nwindow = 64\nstride = 32\nper-token = \"none\"\n\
+         [[models]]\nname = \"tiny\"\nglob = \"{}/ckpts/checkpoint-*\"\n",
+        dir.display()
+    );
+    for (name, repeat) in DATASETS {
+        let data = write(&dir.join(format!("{name}.txt")), text(repeat));
+        suite.push_str(&format!(
+            "[[datasets]]\nname = \"{name}\"\ndata = \"{}\"\n",
+            data.display()
+        ));
+    }
+    let suite = write(&dir.join("suite.toml"), suite);
+    let root = dir.join("results");
+    assert_ok(&run(&["suite", "run", s(&suite), "--results", s(&root)]));
+    (suite, root)
 }
 
 /// The `<table data-metric>` of the history section: per metric, its rows as (data-run, or
@@ -708,4 +714,174 @@ fn bad_history_fails_with_one_line_naming_the_file() {
         &[s(&root.join("results.db")), "no runs", "suite \"other\""],
     );
     assert!(!out.exists(), "no page written on failure");
+}
+
+/// `suite run --gate previous` records its verdicts (all regressions at a tolerance of 0.002:
+/// unpaired, as the suite writes no token rows), `surprisal gate` on two registered runs records a
+/// pass over one of them; the history section marks exactly those runs: a ring per passed run and
+/// a square with the word "regression" per regression in every chart, and the table rows' gate
+/// cells equal the `gates` rows.
+#[test]
+fn history_marks_the_recorded_gate_verdicts() {
+    use surprisal_runner::history::{self, Filter};
+    let tmp = tempfile::tempdir().unwrap();
+    let (suite, root) = make_results(tmp.path());
+    let o = run(&[
+        "suite",
+        "run",
+        s(&suite),
+        "--results",
+        s(&root),
+        "--gate",
+        "previous",
+        "--max-delta-nll-nats",
+        "0.002",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let h = history::open(&root).unwrap();
+    let gates = h.gates(&Filter::default()).unwrap();
+    let gated = (STEPS.len() - 1) * DATASETS.len();
+    assert_eq!(gates.len(), gated, "{gates:?}");
+    assert!(gates.iter().all(|g| g.verdict == "regression"
+        && g.pairing == "unpaired"
+        && g.metric == "delta_nll_nats"
+        && g.tolerance == 0.002));
+    // one gated again by `surprisal gate`, at a tolerance it passes
+    let runs = h.runs(&Filter::default()).unwrap();
+    let last = runs
+        .iter()
+        .find(|r| r.checkpoint_step == Some(300) && r.dataset_name == "shakespeare")
+        .unwrap();
+    drop(h);
+    let o = run(&[
+        "gate",
+        "--baseline",
+        "previous",
+        "--candidate",
+        s(&last.run_dir),
+        "--max-delta-nll-nats",
+        "10",
+    ]);
+    assert_ok(&o);
+    let h = history::open(&root).unwrap();
+    let gates = h.gates(&Filter::default()).unwrap();
+    assert_eq!(
+        gates.len(),
+        gated,
+        "the same (candidate, baseline, metric): replaced"
+    );
+    let passed: Vec<_> = gates.iter().filter(|g| g.passed()).collect();
+    assert_eq!(passed.len(), 1);
+    assert_eq!(passed[0].run_id, last.id);
+    assert_eq!(passed[0].tolerance, 10.0);
+    let regressions = gated - 1;
+
+    let out = tmp.path().join("h.html");
+    let html = report(&[], &["--history", s(&root)], &out);
+    let opt = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..Default::default()
+    };
+    let doc = roxmltree::Document::parse_with_options(&html, opt)
+        .unwrap_or_else(|e| panic!("not well-formed: {e}"));
+    let sec = section(&doc, "history");
+    assert!(!html.contains("Gate results are not marked"));
+    let legend = doc
+        .descendants()
+        .find(|n| n.attribute("id") == Some("gate-legend"))
+        .expect("a legend line for the gate marks");
+    let legend_text: String = legend.descendants().filter_map(|n| n.text()).collect();
+    assert!(
+        legend_text.contains(&format!("{gated} gated runs, {regressions} regressions")),
+        "{legend_text}"
+    );
+    // charts: a ring per pass, a square and the word per regression
+    let svgs: Vec<_> = sec
+        .descendants()
+        .filter(|n| n.has_tag_name("svg"))
+        .collect();
+    assert!(!svgs.is_empty());
+    for svg in &svgs {
+        let rings = svg
+            .descendants()
+            .filter(|n| {
+                n.has_tag_name("circle")
+                    && n.attribute("r") == Some("8")
+                    && n.attribute("fill") == Some("none")
+            })
+            .count();
+        let squares = svg
+            .descendants()
+            .filter(|n| {
+                n.has_tag_name("rect")
+                    && n.attribute("width") == Some("16")
+                    && n.attribute("height") == Some("16")
+                    && n.attribute("fill") == Some("none")
+            })
+            .count();
+        let words = svg
+            .descendants()
+            .filter(|n| n.is_text() && n.text().map(str::trim) == Some("regression"))
+            .count();
+        assert_eq!((rings, squares, words), (1, regressions, regressions));
+    }
+    // tables: each run's gate cells are its `gates` row, exactly; ungated runs have none
+    let by_dir: std::collections::BTreeMap<String, i64> = runs
+        .iter()
+        .map(|r| (s(&r.run_dir).to_string(), r.id))
+        .collect();
+    let tables: Vec<_> = sec
+        .descendants()
+        .filter(|n| n.has_tag_name("table") && n.has_attribute("data-metric"))
+        .collect();
+    assert_eq!(tables.len(), svgs.len());
+    for t in tables {
+        let mut marked = 0;
+        for row in t
+            .descendants()
+            .filter(|r| r.has_tag_name("tr") && r.has_attribute("data-run"))
+        {
+            let id = by_dir[row.attribute("data-run").unwrap()];
+            let td = row.descendants().find(|c| c.has_attribute("data-gate"));
+            let g = gates.iter().find(|g| g.run_id == id);
+            let (Some(td), Some(g)) = (td, g) else {
+                assert!(td.is_none() && g.is_none(), "run {id}: marked iff gated");
+                continue;
+            };
+            marked += 1;
+            assert_eq!(td.attribute("data-gate"), Some(g.verdict.as_str()));
+            let cells: Vec<(String, f64)> = td
+                .descendants()
+                .filter(|c| c.has_attribute("data-key"))
+                .map(|c| {
+                    (
+                        c.attribute("data-key").unwrap().to_string(),
+                        c.attribute("data-value").unwrap().parse().unwrap(),
+                    )
+                })
+                .collect();
+            let want = vec![
+                ("gate_delta_nll_nats".to_string(), g.estimate),
+                ("gate_delta_nll_nats_stderr".to_string(), g.stderr),
+                ("gate_bound".to_string(), g.bound),
+                ("gate_tolerance".to_string(), g.tolerance),
+            ];
+            assert_eq!(cells, want, "run {id}");
+            let title = row.attribute("title").unwrap();
+            let verdict = if g.passed() {
+                "gate pass"
+            } else {
+                "gate REGRESSION"
+            };
+            assert!(title.contains(verdict), "{title}");
+            let base = &g.baseline_fingerprint[..12];
+            assert!(title.contains(base), "{title}");
+        }
+        assert_eq!(marked, gated, "{}", t.attribute("data-metric").unwrap());
+    }
 }

@@ -594,11 +594,86 @@ fn gate_previous_exit_codes_markdown_and_schema_valid_junit() {
         .unwrap();
     let msg = fail.attribute("message").unwrap();
     assert!(msg.contains("delta_nll_nats"), "{msg}");
+    // the history's `gates` rows: the printed and JUnit numbers, exactly
+    let check_recorded = |out: &str, x: &str, verdict: &str, tol: f64| {
+        use surprisal_runner::history::{self, Filter};
+        let h = history::open(&st.results).unwrap();
+        let gates = h.gates(&Filter::default()).unwrap();
+        assert_eq!(gates.len(), 2, "{gates:?}");
+        let doc = roxmltree::Document::parse(x).unwrap();
+        for d in ["a", "b"] {
+            let runs = h.runs(&Filter::default()).unwrap();
+            let find = |step| {
+                runs.iter()
+                    .find(|r| r.checkpoint_step == Some(step) && r.dataset_name == d)
+                    .unwrap()
+            };
+            let (cand, base) = (find(10), find(2));
+            let g = gates.iter().find(|g| g.run_id == cand.id).unwrap();
+            assert_eq!(g.candidate_fingerprint, cand.fingerprint);
+            assert_eq!(
+                (g.baseline_run_id, g.baseline_fingerprint.as_str()),
+                (base.id, base.fingerprint.as_str())
+            );
+            assert_eq!(
+                (g.metric.as_str(), g.pairing.as_str()),
+                ("delta_nll_nats", "paired")
+            );
+            assert_eq!(g.paired_tokens, Some(cand.tokens_scored));
+            assert_eq!(
+                (g.verdict.as_str(), g.tolerance, g.confidence),
+                (verdict, tol, 0.99)
+            );
+            assert_eq!(g.limit, "at_most");
+            let block = out
+                .split(&format!("== exp@10 × {d}\n"))
+                .nth(1)
+                .unwrap_or_else(|| panic!("{out}"));
+            let line = format!(
+                "delta_nll_nats = {} (stderr {}, paired over {} tokens); upper 99% bound {} {} max {}",
+                g.estimate,
+                g.stderr,
+                cand.tokens_scored,
+                g.bound,
+                if g.passed() { "<=" } else { ">" },
+                g.tolerance
+            );
+            assert!(block.contains(&line), "{line}\n{out}");
+            let suite = doc
+                .descendants()
+                .find(|n| {
+                    n.has_tag_name("testsuite")
+                        && n.attribute("name") == Some(&format!("exp@10 × {d}"))
+                })
+                .unwrap();
+            let junit_text: String = suite
+                .descendants()
+                .flat_map(|n| {
+                    n.attributes()
+                        .map(|a| a.value().to_string())
+                        .chain(n.text().map(str::to_string))
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            for v in [g.estimate, g.stderr, g.bound] {
+                assert!(junit_text.contains(&v.to_string()), "{v} in {junit_text}");
+            }
+        }
+    };
+    check_recorded(&out, &x, "regression", 0.002);
 
     // a tolerance above the deltas' bounds passes
     let o = gate("10");
     assert_eq!(code(&o), Some(0), "{}", stdout(&o));
     assert_valid_junit(&junit);
+    // gating again replaces the verdicts
+    check_recorded(
+        &stdout(&o),
+        &std::fs::read_to_string(&junit).unwrap(),
+        "pass",
+        10.0,
+    );
     assert!(std::fs::read_to_string(&md)
         .unwrap()
         .contains("0 of 4 pairs regressed"));

@@ -1,6 +1,9 @@
 //! The history section (`--history RESULTS`): each metric of a results history over checkpoint
 //! steps (or finish dates), one line per (model, dataset), 95 % intervals as error bars, and a
-//! table per metric with every plotted number.
+//! table per metric with every plotted number. Runs with a gate verdict recorded in the history
+//! (`History::gates`, the latest `delta_nll_nats` check per run) are marked by shape: a ring for a
+//! pass, a square and the word "regression" for a regression; their rows carry the verdict, ΔNLL ±
+//! stderr, bound and tolerance.
 //!
 //! The section is built from [`HistoryData`], a plain list of points per metric, so that the page
 //! does not depend on how the history is stored; [`HistoryData::from_history`] reads one from a
@@ -12,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::{ReportError, Result};
-use crate::page::{cell, Cell};
+use crate::page::{cell, num, Cell};
 use crate::plots::{self, marker_glyph, HistoryLine, HistoryPoint as PlotPoint, XAxis};
 
 /// The metrics charted, in this order, when the history has them.
@@ -56,6 +59,51 @@ pub struct Point {
     /// Empty for a run; for a macro-average over datasets (drawn dashed, no run directory), the
     /// datasets averaged.
     pub average_of: Vec<String>,
+    /// The run's recorded gate verdict against its previous run, if it was gated.
+    pub gate: Option<Gate>,
+}
+
+/// A run's recorded gate (`delta_nll_nats`, the history's `gates` table): marked on its points and
+/// in its table rows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gate {
+    /// Whether the check passed.
+    pub passed: bool,
+    /// ΔNLL, candidate − baseline (nats/token).
+    pub delta_nll_nats: f64,
+    /// Its standard error.
+    pub stderr: f64,
+    /// The one-sided upper bound at `confidence`.
+    pub bound: f64,
+    /// The largest allowed ΔNLL.
+    pub tolerance: f64,
+    /// One-sided confidence.
+    pub confidence: f64,
+    /// `paired` or `unpaired`.
+    pub pairing: String,
+    /// The baseline's fingerprint (first 12 hex digits).
+    pub baseline: String,
+}
+
+impl Gate {
+    fn words(&self) -> String {
+        format!(
+            "gate {} against {} ({}): ΔNLL {} ± {} nats/token, upper {} bound {} {} tolerance {}",
+            if self.passed { "pass" } else { "REGRESSION" },
+            self.baseline,
+            self.pairing,
+            num(self.delta_nll_nats),
+            num(self.stderr),
+            pct(self.confidence),
+            num(self.bound),
+            if self.passed { "≤" } else { ">" },
+            num(self.tolerance)
+        )
+    }
+}
+
+fn pct(c: f64) -> String {
+    format!("{}%", (c * 1e6).round() / 1e4)
 }
 
 /// What the history section shows.
@@ -83,6 +131,9 @@ pub(crate) struct Row {
     pub finished: String,
     pub cells: Vec<Cell>,
     pub after: &'static str,
+    /// `pass`, `regression` or empty.
+    pub gate: &'static str,
+    pub gate_cells: Vec<Cell>,
 }
 
 #[derive(Serialize)]
@@ -101,6 +152,9 @@ pub(crate) struct HistoryView {
     pub selection: String,
     pub runs: usize,
     pub metrics: Vec<MetricView>,
+    /// Runs with a recorded gate, and how many of them regressed.
+    pub gated: usize,
+    pub regressed: usize,
 }
 
 /// Seconds since the Unix epoch of an RFC 3339 time.
@@ -181,6 +235,7 @@ pub(crate) fn view(data: &HistoryData) -> std::result::Result<HistoryView, plots
                             x: x_of(p)?,
                             y: p.value,
                             ci: p.ci95.map(|c| (c[0], c[1])),
+                            gate: p.gate.as_ref().map(|g| g.passed),
                         })
                     })
                     .filter(|p| p.y.is_finite())
@@ -199,7 +254,7 @@ pub(crate) fn view(data: &HistoryData) -> std::result::Result<HistoryView, plots
         let caption = format!(
             "{metric} of {} runs, one line per model × dataset{}{}, against {}; {}. \
              Points of different lines at the same x are moved apart slightly so that their bars do not hide each other; \
-             the table below has every plotted number.",
+             the table below has every plotted number.{}",
             runs.len(),
             if lines.len() > 1 { " (colour and marker shape)" } else { "" },
             if points.iter().any(|p| !p.average_of.is_empty()) {
@@ -219,6 +274,11 @@ pub(crate) fn view(data: &HistoryData) -> std::result::Result<HistoryView, plots
             } else {
                 format!("bars: 95 % intervals ({with_ci} of {} runs have one)", runs.len())
             },
+            if points.iter().any(|p| p.gate.is_some()) {
+                " Gated runs (recorded by surprisal suite run --gate previous): a ring around the marker for a pass, a square and the word \"regression\" for a regression."
+            } else {
+                ""
+            },
         );
         let mut rows = Vec::new();
         for (k, (label, pts)) in lines.iter().enumerate() {
@@ -232,7 +292,29 @@ pub(crate) fn view(data: &HistoryData) -> std::result::Result<HistoryView, plots
                     cells.push(cell(" – ", format!("{metric}_ci95.1"), hi));
                 }
                 let avg = !p.average_of.is_empty();
+                let gate_cells = p.gate.as_ref().map_or_else(Vec::new, |g| {
+                    vec![
+                        cell(" ΔNLL ", "gate_delta_nll_nats".into(), g.delta_nll_nats),
+                        cell(" ± ", "gate_delta_nll_nats_stderr".into(), g.stderr),
+                        cell(", bound ", "gate_bound".into(), g.bound),
+                        cell(
+                            if g.passed { " ≤ " } else { " > " },
+                            "gate_tolerance".into(),
+                            g.tolerance,
+                        ),
+                    ]
+                });
+                let gate_words = p
+                    .gate
+                    .as_ref()
+                    .map_or_else(String::new, |g| format!(" · {}", g.words()));
                 rows.push(Row {
+                    gate: match &p.gate {
+                        Some(g) if g.passed => "pass",
+                        Some(_) => "regression",
+                        None => "",
+                    },
+                    gate_cells,
                     run: if avg {
                         String::new()
                     } else {
@@ -243,7 +325,7 @@ pub(crate) fn view(data: &HistoryData) -> std::result::Result<HistoryView, plots
                     title: if avg {
                         p.about.clone()
                     } else {
-                        format!("{} · {}", p.run_dir.display(), p.about)
+                        format!("{} · {}{gate_words}", p.run_dir.display(), p.about)
                     },
                     glyph: marker_glyph(k),
                     line: label.clone(),
@@ -269,11 +351,22 @@ pub(crate) fn view(data: &HistoryData) -> std::result::Result<HistoryView, plots
             rows,
         });
     }
+    // gated runs, counted once (by run directory) over the charts
+    let mut gated = BTreeMap::new();
+    for (_, points) in &data.metrics {
+        for p in points {
+            if let Some(g) = &p.gate {
+                gated.insert(p.run_dir.clone(), g.passed);
+            }
+        }
+    }
     Ok(HistoryView {
         source: data.source.display().to_string(),
         selection: data.selection.clone(),
         runs: data.runs,
         metrics,
+        gated: gated.len(),
+        regressed: gated.values().filter(|p| !**p).count(),
     })
 }
 
@@ -365,6 +458,30 @@ impl HistoryData {
             }
             l
         };
+        // the latest recorded delta_nll_nats gate of each run
+        let mut gates: BTreeMap<i64, Gate> = BTreeMap::new();
+        for g in hist.gates(&filter).map_err(err)? {
+            if g.metric != "delta_nll_nats" {
+                continue;
+            }
+            gates.insert(
+                g.run_id,
+                Gate {
+                    passed: g.passed(),
+                    delta_nll_nats: g.estimate,
+                    stderr: g.stderr,
+                    bound: g.bound,
+                    tolerance: g.tolerance,
+                    confidence: g.confidence,
+                    pairing: g.pairing.clone(),
+                    baseline: g
+                        .baseline_fingerprint
+                        .get(..12)
+                        .unwrap_or(&g.baseline_fingerprint)
+                        .to_string(),
+                },
+            );
+        }
         let known = hist.metric_names().map_err(err)?;
         let mut metrics = Vec::new();
         for (m, _) in METRICS {
@@ -399,6 +516,7 @@ impl HistoryData {
                         ),
                         run_dir: r.run_dir.clone(),
                         average_of: Vec::new(),
+                        gate: gates.get(&r.id).cloned(),
                     }
                 })
                 .collect::<Vec<_>>();
@@ -425,6 +543,7 @@ impl HistoryData {
                     ci95: a.ci95,
                     run_dir: PathBuf::new(),
                     average_of: a.datasets,
+                    gate: None,
                 }));
             }
             if !points.is_empty() {
@@ -457,6 +576,7 @@ mod tests {
             run_dir: PathBuf::from(format!("runs/{model}-{value}")),
             about: String::new(),
             average_of: Vec::new(),
+            gate: None,
         }
     }
 

@@ -203,6 +203,9 @@ pub struct HistoryPoint {
     pub y: f64,
     /// Its 95 % interval, if any.
     pub ci: Option<(f64, f64)>,
+    /// The run's recorded gate verdict: `Some(true)` passed (a ring around the marker),
+    /// `Some(false)` a regression (a square around it and the word "regression"), `None` not gated.
+    pub gate: Option<bool>,
 }
 
 /// One line of a history chart.
@@ -258,8 +261,11 @@ pub fn history(
     } else {
         y0.abs().max(1e-3) * 0.05
     };
+    let gated = |v: bool| all().any(|p| p.gate == Some(v));
+    let (any_pass, any_regression) = (gated(true), gated(false));
     // room above the data for the legend (about 17 px a line in a plot area of about 290 px)
-    let legend = ((lines.len() as f64 * 17.0 + 14.0) / 290.0).min(0.6);
+    let legend_lines = lines.len() + usize::from(any_pass) + usize::from(any_regression);
+    let legend = ((legend_lines as f64 * 17.0 + 14.0) / 290.0).min(0.6);
     let ylo = y0 - y_pad;
     let yhi = y1 + y_pad + (y1 + y_pad - ylo) * legend / (1.0 - legend);
     let (xlo, xhi) = (x0 - x_span * 0.08, x1 + x_span * 0.08);
@@ -368,6 +374,35 @@ pub fn history(
                 },
             ))?;
             draw_markers(&mut chart, l.series, &xy)?;
+            // gate verdicts: shapes and a word, never colour alone
+            chart.draw_series(
+                pts.iter()
+                    .filter(|p| p.gate == Some(true))
+                    .map(|p| Circle::new((milli(p.x), p.y), 8, BLACK.stroke_width(2))),
+            )?;
+            chart.draw_series(pts.iter().filter(|p| p.gate == Some(false)).map(|p| {
+                EmptyElement::at((milli(p.x), p.y))
+                    + Rectangle::new([(-8, -8), (8, 8)], BLACK.stroke_width(2))
+                    + Text::new(
+                        "regression",
+                        (10, -20),
+                        (FONT, 11).into_font().color(&BLACK),
+                    )
+            }))?;
+        }
+        if any_pass {
+            chart
+                .draw_series(std::iter::empty::<Circle<(i64, f64), i32>>())?
+                .label("gate passed (ring)")
+                .legend(|(x, y)| Circle::new((x + 8, y), 6, BLACK.stroke_width(2)));
+        }
+        if any_regression {
+            chart
+                .draw_series(std::iter::empty::<Circle<(i64, f64), i32>>())?
+                .label("gate regression (square)")
+                .legend(|(x, y)| {
+                    Rectangle::new([(x + 2, y - 6), (x + 14, y + 6)], BLACK.stroke_width(2))
+                });
         }
         chart
             .configure_series_labels()

@@ -34,6 +34,18 @@
 //!   …). `stderr` is the summary's `NAME_stderr` when it has one; the 95 % CI is the summary's
 //!   `NAME_ci95` when it has one (`perplexity`), else `value ± 1.96·stderr` (the summaries'
 //!   convention), else null.
+//! * `gates` (version 2): one row per gate check that `surprisal suite run --gate previous` (or
+//!   `surprisal gate` on two registered runs) decided: `run_id` and `candidate_fingerprint` (the
+//!   candidate run), `baseline_run_id`, `baseline_fingerprint`, `metric` (`delta_nll_nats`,
+//!   `mean_kl_nats`, `top1_agreement`), `pairing` (`paired`/`unpaired`), `paired_tokens`,
+//!   `estimate` (ΔNLL for `delta_nll_nats`), `stderr`, `bound` (the one-sided bound at
+//!   `confidence`), `limit` (`at_most`/`at_least`), `tolerance` (the threshold), `confidence`,
+//!   `verdict` (`pass`/`regression`), `created_at`. Unique per (candidate, baseline, metric): gating
+//!   the same pair again replaces the verdict (in one transaction per gate).
+//!
+//! A version-1 database (no `gates` table) is migrated when opened: the table is created and
+//! `schema_version` set to 2 in one transaction; when it cannot be written (a read-only file) it is
+//! read as it is and [`History::gates`] returns no rows. A newer version is refused.
 //!
 //! # Read API (for `surprisal history`, `gate --baseline previous` and reports)
 //!
@@ -50,7 +62,9 @@
 //! * [`open`]`(root) -> Result<History>`; [`History::runs`]`(&Filter) -> Vec<RunRecord>`;
 //!   [`History::series`]`(&Filter, metric) -> Vec<Point>`; [`macro_average`]`(&[Point]) ->
 //!   Vec<MacroPoint>`; [`History::previous`]`(&RunRecord) -> Option<RunRecord>`;
-//!   [`History::run_for_dir`]`(dir) -> Option<RunRecord>`; [`History::metric_names`].
+//!   [`History::run_for_dir`]`(dir) -> Option<RunRecord>`; [`History::metric_names`];
+//!   [`History::gates`]`(&Filter) -> Vec<GateRecord>` (the gate checks whose candidate the filter
+//!   selects, oldest first). Writing: [`History::record_gate`]`(candidate, baseline, &GateReport)`.
 //!
 //! # Macro-average
 //!
@@ -84,7 +98,7 @@ pub const RUNS_DIR: &str = "runs";
 /// The pair description a suite writes into each run directory.
 pub const PAIR_FILE: &str = "suite-pair.json";
 /// Version of the database layout (`meta.schema_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 /// z of the two-sided 95 % intervals (the summaries' `perplexity_ci95` convention).
 pub const Z95: f64 = surprisal_metrics::Z_95;
 
@@ -254,10 +268,56 @@ pub struct MacroPoint {
     pub finished_at: String,
 }
 
+/// One recorded gate check (a row of `gates`, see the module docs).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GateRecord {
+    /// Row id.
+    pub id: i64,
+    /// The candidate run's row id.
+    pub run_id: i64,
+    /// The candidate run's fingerprint.
+    pub candidate_fingerprint: String,
+    /// The baseline run's row id.
+    pub baseline_run_id: i64,
+    /// The baseline run's fingerprint.
+    pub baseline_fingerprint: String,
+    /// `delta_nll_nats`, `mean_kl_nats` or `top1_agreement`.
+    pub metric: String,
+    /// `paired` or `unpaired`.
+    pub pairing: String,
+    /// Tokens paired (paired estimates only).
+    pub paired_tokens: Option<u64>,
+    /// The estimate (ΔNLL, candidate − baseline, for `delta_nll_nats`).
+    pub estimate: f64,
+    /// Its standard error.
+    pub stderr: f64,
+    /// The one-sided bound at `confidence`.
+    pub bound: f64,
+    /// `at_most` (upper bound checked) or `at_least` (lower bound checked).
+    pub limit: String,
+    /// The threshold (`--max-delta-nll-nats`, …).
+    pub tolerance: f64,
+    /// One-sided confidence.
+    pub confidence: f64,
+    /// `pass` or `regression`.
+    pub verdict: String,
+    /// When the gate was recorded (RFC 3339 UTC).
+    pub created_at: String,
+}
+
+impl GateRecord {
+    /// Whether the check passed.
+    pub fn passed(&self) -> bool {
+        self.verdict == "pass"
+    }
+}
+
 /// An open results history.
 pub struct History {
     conn: Connection,
     root: PathBuf,
+    /// Whether the database has the `gates` table (a version-1 file opened read-only has not).
+    has_gates: bool,
 }
 
 fn db_err(path: &Path, e: rusqlite::Error) -> RunError {
@@ -280,9 +340,10 @@ pub fn open(root: &Path) -> Result<History> {
         )));
     }
     let conn = Connection::open(&path).map_err(|e| db_err(&path, e))?;
-    let h = History {
+    let mut h = History {
         conn,
         root: root.to_path_buf(),
+        has_gates: true,
     };
     h.check(&path)?;
     Ok(h)
@@ -321,6 +382,7 @@ pub fn open_or_rebuild(root: &Path) -> Result<(History, Option<String>)> {
     let mut h = History {
         conn,
         root: root.to_path_buf(),
+        has_gates: true,
     };
     h.create(&path)?;
     Ok((h, note))
@@ -367,6 +429,30 @@ CREATE TABLE IF NOT EXISTS metrics (
     ci95_high REAL,
     PRIMARY KEY (run_id, name)
 );
+";
+
+/// The table of version 2 (also the migration from version 1).
+const GATES_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS gates (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    candidate_fingerprint TEXT NOT NULL,
+    baseline_run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    baseline_fingerprint TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    pairing TEXT NOT NULL,
+    paired_tokens INTEGER,
+    estimate REAL NOT NULL,
+    stderr REAL NOT NULL,
+    bound REAL NOT NULL,
+    limit_side TEXT NOT NULL,
+    tolerance REAL NOT NULL,
+    confidence REAL NOT NULL,
+    verdict TEXT NOT NULL CHECK (verdict IN ('pass', 'regression')),
+    created_at TEXT NOT NULL,
+    UNIQUE (run_id, baseline_run_id, metric)
+);
+CREATE INDEX IF NOT EXISTS gates_run ON gates (run_id);
 ";
 
 /// `name/window/stride/bos/max_tokens/max_chunks` of a protocol (`-` for an absent value).
@@ -455,7 +541,7 @@ impl History {
         &self.root
     }
 
-    fn check(&self, path: &Path) -> Result<()> {
+    fn check(&mut self, path: &Path) -> Result<()> {
         let bad = |e: rusqlite::Error| db_err(path, e);
         self.conn
             .busy_timeout(std::time::Duration::from_secs(60))
@@ -482,6 +568,13 @@ impl History {
             .map_err(bad)?;
         match version.as_deref() {
             Some(v) if v == SCHEMA_VERSION.to_string() => Ok(()),
+            Some("1") => {
+                // version 1 lacks only `gates`: add it (read as it is when the file is read-only)
+                if self.migrate_v1().is_err() {
+                    self.has_gates = false;
+                }
+                Ok(())
+            }
             other => Err(RunError::History(format!(
                 "{} has schema_version {}, this build reads {SCHEMA_VERSION}",
                 path.display(),
@@ -490,12 +583,34 @@ impl History {
         }
     }
 
+    /// Version 1 → 2: creates `gates` and sets `schema_version` in one transaction.
+    fn migrate_v1(&mut self) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute_batch(GATES_SCHEMA)?;
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'schema_version' AND value = '1'",
+            params![SCHEMA_VERSION.to_string()],
+        )?;
+        tx.commit()
+    }
+
     fn create(&mut self, path: &Path) -> Result<()> {
         let bad = |e: rusqlite::Error| db_err(path, e);
         self.conn
             .busy_timeout(std::time::Duration::from_secs(60))
             .map_err(bad)?;
+        let fresh: bool = self
+            .conn
+            .query_row(
+                "SELECT COUNT(*) = 0 FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(bad)?;
         self.conn.execute_batch(SCHEMA).map_err(bad)?;
+        if fresh {
+            self.conn.execute_batch(GATES_SCHEMA).map_err(bad)?;
+        }
         self.conn
             .execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?1)",
@@ -809,6 +924,135 @@ impl History {
             .max_by(|a, b| key(a).cmp(&key(b))))
     }
 
+    /// Records the checks of `report` (candidate `candidate` against `baseline`, both registered) in
+    /// one transaction, replacing an earlier verdict of the same (candidate, baseline, metric).
+    /// Returns the rows as stored.
+    pub fn record_gate(
+        &mut self,
+        candidate: &RunRecord,
+        baseline: &RunRecord,
+        report: &crate::gate::GateReport,
+    ) -> Result<Vec<GateRecord>> {
+        use crate::gate::{Limit, Pairing};
+        if !self.has_gates {
+            return Err(RunError::History(format!(
+                "{} is a version-1 results database that could not be migrated (read-only?); \
+                 gate verdicts are not recorded",
+                self.root.join(DB_FILE).display()
+            )));
+        }
+        let root = self.root.clone();
+        let (pairing, tokens) = match &report.pairing {
+            Pairing::Paired { tokens } => ("paired", Some(*tokens as i64)),
+            Pairing::Unpaired { .. } => ("unpaired", None),
+        };
+        let now = now_rfc3339();
+        let tx = self.conn.transaction().map_err(|e| self_err(&root, e))?;
+        for c in &report.checks {
+            // only delta_nll_nats is paired or not; the compare gates come from the candidate alone
+            let (pairing, tokens) = if c.name == "delta_nll_nats" {
+                (pairing, tokens)
+            } else {
+                ("unpaired", None)
+            };
+            tx.execute(
+                "INSERT INTO gates (run_id, candidate_fingerprint, baseline_run_id,
+                    baseline_fingerprint, metric, pairing, paired_tokens, estimate, stderr, bound,
+                    limit_side, tolerance, confidence, verdict, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+                 ON CONFLICT (run_id, baseline_run_id, metric) DO UPDATE SET
+                    candidate_fingerprint = excluded.candidate_fingerprint,
+                    baseline_fingerprint = excluded.baseline_fingerprint,
+                    pairing = excluded.pairing, paired_tokens = excluded.paired_tokens,
+                    estimate = excluded.estimate, stderr = excluded.stderr, bound = excluded.bound,
+                    limit_side = excluded.limit_side, tolerance = excluded.tolerance,
+                    confidence = excluded.confidence, verdict = excluded.verdict,
+                    created_at = excluded.created_at",
+                params![
+                    candidate.id,
+                    candidate.fingerprint,
+                    baseline.id,
+                    baseline.fingerprint,
+                    c.name,
+                    pairing,
+                    tokens,
+                    c.estimate,
+                    c.stderr,
+                    c.bound,
+                    match c.limit {
+                        Limit::AtMost => "at_most",
+                        Limit::AtLeast => "at_least",
+                    },
+                    c.threshold,
+                    report.config.confidence,
+                    if c.passed { "pass" } else { "regression" },
+                    now,
+                ],
+            )
+            .map_err(|e| self_err(&root, e))?;
+        }
+        tx.commit().map_err(|e| self_err(&root, e))?;
+        let mut rows = self.gates_where(
+            "WHERE g.run_id = ?1 AND g.baseline_run_id = ?2",
+            &[&candidate.id, &baseline.id],
+        )?;
+        rows.retain(|g| report.checks.iter().any(|c| c.name == g.metric));
+        Ok(rows)
+    }
+
+    fn gates_where(
+        &self,
+        where_sql: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<GateRecord>> {
+        if !self.has_gates {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT g.id, g.run_id, g.candidate_fingerprint, g.baseline_run_id,
+                g.baseline_fingerprint, g.metric, g.pairing, g.paired_tokens, g.estimate, g.stderr,
+                g.bound, g.limit_side, g.tolerance, g.confidence, g.verdict, g.created_at
+             FROM gates g {where_sql} ORDER BY g.created_at, g.id"
+        );
+        let mut st = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map(args, |r| {
+                Ok(GateRecord {
+                    id: r.get(0)?,
+                    run_id: r.get(1)?,
+                    candidate_fingerprint: r.get(2)?,
+                    baseline_run_id: r.get(3)?,
+                    baseline_fingerprint: r.get(4)?,
+                    metric: r.get(5)?,
+                    pairing: r.get(6)?,
+                    paired_tokens: r.get::<_, Option<i64>>(7)?.map(|t| t as u64),
+                    estimate: r.get(8)?,
+                    stderr: r.get(9)?,
+                    bound: r.get(10)?,
+                    limit: r.get(11)?,
+                    tolerance: r.get(12)?,
+                    confidence: r.get(13)?,
+                    verdict: r.get(14)?,
+                    created_at: r.get(15)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The recorded gate checks whose candidate run `filter` selects, oldest first (empty for a
+    /// version-1 database that could not be migrated).
+    pub fn gates(&self, filter: &Filter) -> Result<Vec<GateRecord>> {
+        let ids: std::collections::HashSet<i64> =
+            self.runs(filter)?.into_iter().map(|r| r.id).collect();
+        Ok(self
+            .gates_where("", &[])?
+            .into_iter()
+            .filter(|g| ids.contains(&g.run_id))
+            .collect())
+    }
+
     /// The registered run whose directory is `dir` (by its `suite-pair.json` fingerprint).
     pub fn run_for_dir(&self, dir: &Path) -> Result<Option<RunRecord>> {
         let pair = PairInfo::read(dir)?;
@@ -896,4 +1140,87 @@ pub fn macro_average(points: &[Point]) -> Vec<MacroPoint> {
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database as version 1 wrote it: `meta`, `runs`, `metrics`, no `gates`.
+    fn v1_db(root: &Path, version: &str) {
+        std::fs::create_dir_all(root).unwrap();
+        let c = Connection::open(root.join(DB_FILE)).unwrap();
+        c.execute_batch(SCHEMA).unwrap();
+        c.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
+            params![version],
+        )
+        .unwrap();
+    }
+
+    fn tables(root: &Path) -> Vec<String> {
+        let c = Connection::open(root.join(DB_FILE)).unwrap();
+        let mut st = c
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .unwrap();
+        let rows = st.query_map([], |r| r.get::<_, String>(0)).unwrap();
+        rows.map(|r| r.unwrap()).collect()
+    }
+
+    fn version(root: &Path) -> String {
+        let c = Connection::open(root.join(DB_FILE)).unwrap();
+        c.query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_not_moved_aside() {
+        let tmp = tempfile::tempdir().unwrap();
+        // read API
+        let root = tmp.path().join("a");
+        v1_db(&root, "1");
+        assert!(!tables(&root).contains(&"gates".to_string()));
+        let h = open(&root).unwrap();
+        assert!(h.gates(&Filter::default()).unwrap().is_empty());
+        drop(h);
+        assert_eq!(version(&root), SCHEMA_VERSION.to_string());
+        assert!(tables(&root).contains(&"gates".to_string()));
+        // reopening the migrated file
+        open(&root).unwrap();
+
+        // suite: migrated in place, nothing moved aside
+        let root = tmp.path().join("b");
+        v1_db(&root, "1");
+        let (h, note) = open_or_rebuild(&root).unwrap();
+        assert_eq!(note, None);
+        assert!(h.gates(&Filter::default()).unwrap().is_empty());
+        drop(h);
+        assert_eq!(version(&root), "2");
+        let entries: Vec<_> = std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(
+            entries.iter().all(|n| !n.contains("corrupt")),
+            "{entries:?}"
+        );
+
+        // a fresh database is version 2 with the table
+        let root = tmp.path().join("c");
+        open_or_rebuild(&root).unwrap();
+        assert_eq!(version(&root), "2");
+        assert!(tables(&root).contains(&"gates".to_string()));
+    }
+
+    #[test]
+    fn a_newer_version_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        v1_db(tmp.path(), "3");
+        let e = open(tmp.path()).err().unwrap().to_string();
+        assert!(e.contains("schema_version 3"), "{e}");
+    }
 }

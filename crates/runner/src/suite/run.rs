@@ -284,6 +284,8 @@ pub struct PairGate {
     pub baseline: Option<RunRecord>,
     /// The gate (`None` without a previous run).
     pub report: Option<GateReport>,
+    /// The gate's checks as recorded in the history's `gates` table.
+    pub recorded: Vec<history::GateRecord>,
 }
 
 impl PairGate {
@@ -294,9 +296,10 @@ impl PairGate {
 }
 
 /// Gates every finished pair of `outcomes` against its previous run in `hist`
-/// ([`History::previous`]).
+/// ([`History::previous`]) and records each gate's verdict in the history
+/// ([`History::record_gate`], one transaction per pair).
 pub fn gate_previous(
-    hist: &History,
+    hist: &mut History,
     outcomes: &[PairOutcome],
     config: &GateConfig,
 ) -> Result<Vec<PairGate>> {
@@ -304,15 +307,20 @@ pub fn gate_previous(
     for o in outcomes {
         let Some(rec) = &o.record else { continue };
         let baseline = hist.previous(rec)?;
-        let report = match &baseline {
-            Some(b) => Some(gate::run_gate(&b.run_dir, &rec.run_dir, config)?),
-            None => None,
+        let (report, recorded) = match &baseline {
+            Some(b) => {
+                let r = gate::run_gate(&b.run_dir, &rec.run_dir, config)?;
+                let recorded = hist.record_gate(rec, b, &r)?;
+                (Some(r), recorded)
+            }
+            None => (None, Vec::new()),
         };
         out.push(PairGate {
             label: o.pair.label(),
             candidate: rec.clone(),
             baseline,
             report,
+            recorded,
         });
     }
     Ok(out)
