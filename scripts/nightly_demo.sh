@@ -1,28 +1,31 @@
 #!/usr/bin/env bash
-# The nightly-evaluation demonstration of issue #17 (docs/nightly-demo.md), end to end, with `eval` and
-# `gate` (the `suite`/`history` commands will run configs/shakespeare-finetune.toml over the same
-# checkpoints). Every artefact goes under $DEMO (default ~/.cache/surprisal/demo), never into the
-# repository; finished steps are skipped on a rerun.
+# The nightly-evaluation demonstration of issue #17 (docs/nightly-demo.md), end to end: the fine-tune
+# (scripts/finetune_shakespeare.py), the suite configs/shakespeare-finetune.toml over its checkpoints,
+# `history`, `report --history` and the gates; then the requantization (Q4_1 vs Q4_K_M, Q4_1 vs itself).
+# Every artefact goes under $DEMO (default ~/.cache/surprisal/demo), never into the repository; finished
+# steps are skipped on a rerun (the suite skips finished pairs and resumes interrupted ones).
 #
 #   bash scripts/nightly_demo.sh            # everything
-#   bash scripts/nightly_demo.sh finetune   # or one part: finetune | evals | gates | quant
+#   bash scripts/nightly_demo.sh finetune   # or one part: finetune | suite | gates | quant
 #
-# Env: SURPRISAL (binary; default: target/release/surprisal), PYTHON (reference venv: torch,
-# transformers, gguf), DATASETS (default ../shared/datasets), MODEL (SmolLM2 Q4_1 GGUF), DEMO,
+# Env: SURPRISAL (binary; default: target/release/surprisal), PYTHON (a Python with torch, transformers,
+# accelerate, gguf), DATASETS (default ../shared/datasets), MODEL (SmolLM2 Q4_1 GGUF), DEMO,
 # LLAMA_BIN (llama.cpp build/bin with llama-quantize, llama-perplexity: scripts/build_llama_cpp.sh),
-# THREADS (default 2), CHUNKS (checkpoint evals, default 8), QCHUNKS (quant evals, default 6).
+# THREADS (default 2), TOL (the suite gate's --max-delta-nll-nats, default 0.02: sized to the suite's
+# 4,095 tokens per pair, see docs/nightly-demo.md), QCHUNKS (quant evals, default 6).
 set -euo pipefail
 cache="${SURPRISAL_CACHE:-$HOME/.cache/surprisal}"
 SURPRISAL="${SURPRISAL:-target/release/surprisal}"
-PYTHON="${PYTHON:-$cache/venv-ref/bin/python}"
+PYTHON="${PYTHON:-python3}"
 DATASETS="${DATASETS:-../shared/datasets}"
 MODEL="${MODEL:-$cache/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
 DEMO="${DEMO:-$cache/demo}"
 LLAMA_BIN="${LLAMA_BIN:-$cache/llama.cpp/build/bin}"
 THREADS="${THREADS:-2}"
-CHUNKS="${CHUNKS:-8}"
+TOL="${TOL:-0.02}"
 QCHUNKS="${QCHUNKS:-6}"
-FT="$DEMO/shakespeare-ft"
+FT="$DEMO/shakespeare-ft2"
+RESULTS="$DEMO/results-ft"
 RUNS="$DEMO/runs"
 WIKI="$DATASETS/wikitext-2-raw-v1.test.raw"
 SHAKES="$FT/heldout-shakespeare.txt"
@@ -49,28 +52,31 @@ gate() { # NAME BASELINE CANDIDATE [extra...]
   echo "gate $n: exit $rc"
 }
 
-steps() { ls -d "$FT"/checkpoint-* | sed 's/.*checkpoint-//' | sort -n; }
-
 if [ "$what" = all ] || [ "$what" = finetune ]; then
   if [ -f "$FT/finetune.json" ]; then echo "skip finetune (done)"; else
     "$PYTHON" scripts/finetune_shakespeare.py --gguf "$MODEL" --data "$DATASETS/tinyshakespeare.txt" --out "$FT"
   fi
 fi
 
-if [ "$what" = all ] || [ "$what" = evals ]; then
-  for s in $(steps); do
-    run_eval "$FT/checkpoint-$s" "$SHAKES" "$RUNS/ft/shakespeare-heldout/checkpoint-$s" "$CHUNKS"
-    run_eval "$FT/checkpoint-$s" "$WIKI" "$RUNS/ft/wikitext2-test/checkpoint-$s" "$CHUNKS"
-  done
+suite_data=(--data "shakespeare-heldout=$SHAKES" --data "wikitext2-test=$WIKI")
+
+if [ "$what" = all ] || [ "$what" = suite ]; then
+  "$SURPRISAL" suite run configs/shakespeare-finetune.toml --results "$RESULTS" "${suite_data[@]}" --threads "$THREADS"
+  "$SURPRISAL" history "$RESULTS" | tee "$DEMO/history.txt"
 fi
 
 if [ "$what" = all ] || [ "$what" = gates ]; then
-  ss=($(steps)); first=${ss[0]}; last=${ss[-1]}; prev=${ss[-2]}; main_end=${ss[-2]}
-  W="$RUNS/ft/wikitext2-test"; S="$RUNS/ft/shakespeare-heldout"
-  gate wikitext-first-vs-last "$W/checkpoint-$first" "$W/checkpoint-$last"
-  gate wikitext-step-$prev-vs-$last "$W/checkpoint-$prev" "$W/checkpoint-$last"
-  gate shakespeare-step-$prev-vs-$last "$S/checkpoint-$prev" "$S/checkpoint-$last"
-  gate shakespeare-first-vs-last "$S/checkpoint-$first" "$S/checkpoint-$last"
+  # every checkpoint against the previous one (recorded in results.db), then the page with the verdicts
+  mkdir -p "$DEMO/gates"
+  set +e
+  "$SURPRISAL" suite run configs/shakespeare-finetune.toml --results "$RESULTS" "${suite_data[@]}" \
+    --quiet --gate previous --max-delta-nll-nats "$TOL" \
+    --markdown "$DEMO/gates/suite-previous.md" --junit "$DEMO/gates/suite-previous.xml" \
+    | tee "$DEMO/gates/suite-previous.txt"
+  rc=${PIPESTATUS[0]}
+  set -e
+  echo "suite --gate previous (tolerance $TOL): exit $rc (1 = a regression was found)"
+  "$SURPRISAL" report --history "$RESULTS" -o "$DEMO/history.html"
 fi
 
 if [ "$what" = all ] || [ "$what" = quant ]; then
