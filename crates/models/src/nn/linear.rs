@@ -155,7 +155,17 @@ impl Linear {
                 QMatMul::QTensor(_) if x.dtype() != DType::F32 => {
                     w.forward(&x2.to_dtype(DType::F32)?)?.to_dtype(x.dtype())?
                 }
-                _ => w.forward(&x2)?,
+                QMatMul::QTensor(_) => w.forward(&x2)?,
+                QMatMul::Tensor(t) | QMatMul::TensorF16(t) => {
+                    let (m, n) = (x2.dim(0)?, t.dim(0)?);
+                    let m2 = stable_rows(m, n);
+                    if m2 > m {
+                        let pad = Tensor::zeros((m2 - m, in_dim), x2.dtype(), x2.device())?;
+                        w.forward(&Tensor::cat(&[&x2, &pad], 0)?)?.narrow(0, 0, m)?
+                    } else {
+                        w.forward(&x2)?
+                    }
+                }
             },
         };
         let y = match &self.bias {
@@ -166,5 +176,20 @@ impl Linear {
         let last = out_dims.len() - 1;
         out_dims[last] = y.dim(1)?;
         Ok(y.reshape(out_dims)?)
+    }
+}
+
+/// The rows to compute an (m, in) · (in, n) product at so that gemm 0.19 takes its blocked
+/// kernel: with one row it takes `gemv`, and with m·n <= 256 (x and the weight's rows both
+/// contiguous along `in`) its horizontal dot-product kernels, which sum in another order (rows
+/// of an m = 1 product differed from the same rows of m = 2..200 by up to 5e-5 at in = 576;
+/// every m >= 2 past the horizontal limit agreed bit for bit). Zero rows are added so that a
+/// KV-cache session's one-token steps give the bits of the windowed forward
+/// (`tests/kv_cache.rs`).
+fn stable_rows(m: usize, n: usize) -> usize {
+    if m >= 2 && m * n > 256 {
+        m
+    } else {
+        m.max(2).max(256 / n.max(1) + 1)
     }
 }
