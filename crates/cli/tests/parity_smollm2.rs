@@ -91,6 +91,21 @@ fn chunks_c512_first4(check_nll: bool) {
     ]);
     // the GGUF says add_bos_token = false, so `auto` must not use BOS (like llama.cpp)
     assert_eq!(s["protocol"]["bos_used"], Value::Bool(false), "bos_used");
+    // provenance: the file type and per-type tensor counts the `gguf` package reads
+    // (scripts/references/ref_gguf_tensor_types.py), and the lane order the run followed
+    let types = surprisal_testkit::read_json(
+        &surprisal_testkit::repo_root().join("crates/models/tests/data/gguf_tensor_types.json"),
+    );
+    assert_eq!(s["dtype"], types["models"]["smollm2"]["file_type_name"]);
+    assert_eq!(
+        s["dtype_tensors"],
+        types["models"]["smollm2"]["tensor_types"]
+    );
+    let simd = llama_cpp_build_simd(&peer);
+    assert_eq!(s["host_cpu"]["ggml_order"], simd, "host_cpu.ggml_order");
+    assert!(s["host_cpu"]["model_name"]
+        .as_str()
+        .is_some_and(|n| !n.is_empty()));
     let per_chunk = u(&peer["tokens_per_chunk_scored"]) as usize;
     assert_eq!(per_chunk, 255);
     assert_eq!(

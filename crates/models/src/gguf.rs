@@ -278,6 +278,15 @@ fn file_type_name(v: u32) -> Option<&'static str> {
     })
 }
 
+/// How many tensors the file stores in each type, by ggml type name.
+pub(crate) fn tensor_type_counts(content: &Content) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for info in content.tensor_infos.values() {
+        *counts.entry(ggml_name(info.ggml_dtype)).or_default() += 1;
+    }
+    counts
+}
+
 /// The most common quantization of the 2-D weights, e.g. "Q4_1".
 fn dominant_tensor_type(content: &Content) -> String {
     let mut counts: HashMap<String, usize> = HashMap::new();

@@ -21,6 +21,7 @@ pub mod decoder;
 pub mod error;
 pub mod ggml_cpu;
 pub mod gguf;
+pub mod host;
 pub mod hub;
 pub mod llama_cpp;
 pub mod nn;
@@ -38,6 +39,7 @@ pub use arch::{supported_architectures, supported_gguf_architectures};
 pub use config::DecoderConfig;
 pub use decoder::{CausalLm, KvCache, Session};
 pub use error::ModelError;
+pub use host::{host_cpu, HostCpu};
 pub use source::ModelSource;
 pub use tokenizer::{Encoded, TextTokenizer};
 
@@ -80,6 +82,9 @@ pub struct ModelInfo {
     pub weight_files: Vec<PathBuf>,
     /// e.g. `Some("Q4_1")`, `Some("Q4_1 dequantized to F32")`; None for safetensors.
     pub quantization: Option<String>,
+    /// GGUF: how many tensors the file stores in each type (`{"Q4_K": 16, "Q5_0": 166, ...}`),
+    /// the detail behind a mixed file type such as Q4_K_M. Empty for safetensors.
+    pub tensor_types: std::collections::BTreeMap<String, usize>,
     pub num_parameters: u64,
     /// Bytes of weights as stored in the files.
     pub weight_bytes: u64,
@@ -106,6 +111,7 @@ impl ModelInfo {
             add_bos_token,
             weight_files,
             quantization,
+            tensor_types: Default::default(),
             num_parameters,
             weight_bytes,
         }
@@ -201,6 +207,7 @@ fn load_gguf(
     let (tokenizer, add_bos_token) = gguf::tokenizer(path, content, tokenizer_json)?;
     check_vocab(&tokenizer, &cfg, path)?;
     let quant = gguf::dominant_quantization(content);
+    let tensor_types = gguf::tensor_type_counts(content);
     let store = Store::Gguf {
         file,
         dequantize: opts.dequantize,
@@ -219,13 +226,14 @@ fn load_gguf(
     } else {
         quant
     });
-    let info = ModelInfo::new(
+    let mut info = ModelInfo::new(
         &cfg,
         add_bos_token,
         vec![path.to_path_buf()],
         quantization,
         &store,
     );
+    info.tensor_types = tensor_types;
     Ok(LoadedModel {
         model,
         tokenizer,

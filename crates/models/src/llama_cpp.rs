@@ -236,6 +236,11 @@ fn ggml_expf<const L: usize>(x: f32) -> f32 {
 pub const GGML_SIMD_ENV: &str = "SURPRISAL_GGML_SIMD";
 
 /// Do the llama.cpp-order ops follow an AVX-512 build (16 lanes) rather than an AVX2 one (8)?
+/// ([`GGML_SIMD_ENV`], else this host's build.)
+pub fn follows_avx512_build() -> bool {
+    wide_ggml()
+}
+
 fn wide_ggml() -> bool {
     static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *WIDE.get_or_init(|| match std::env::var(GGML_SIMD_ENV).as_deref() {

@@ -235,6 +235,8 @@ pub fn eval(
         data,
         device: m.device_name,
         dtype: compute_dtype(&m.scorer),
+        dtype_tensors: m.scorer.info().tensor_types.clone(),
+        host_cpu: Some(surprisal_models::host_cpu()),
     };
     engine::evaluate(&m.tokenizer, &m.scorer, docs, &run, &provenance, progress)
 }
@@ -267,6 +269,8 @@ pub fn compare(
         data,
         device: m.device_name,
         dtype: compute_dtype(&m.scorer),
+        dtype_tensors: m.scorer.info().tensor_types.clone(),
+        host_cpu: Some(surprisal_models::host_cpu()),
     };
     let max_context = engine::joint_max_context(m.scorer.max_context(), r.scorer.max_context());
     let run = run_options(job, &spec, &m.tokenizer, max_context)?;

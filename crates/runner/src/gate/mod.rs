@@ -623,6 +623,8 @@ mod tests {
                 },
                 device: "cpu".into(),
                 dtype: "f32".into(),
+                dtype_tensors: Default::default(),
+                host_cpu: None,
             },
             protocol: ProtocolReport {
                 name: ProtocolKind::Sliding,

@@ -1,10 +1,12 @@
 //! `summary.json`: metrics + throughput + provenance, written atomically.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use surprisal_models::HostCpu;
 
 use crate::device_stats::StatsLocation;
 use crate::error::{Result, RunError};
@@ -70,8 +72,17 @@ pub struct Provenance {
     pub data: DataProvenance,
     /// Device description (e.g. `cpu`, `cuda:0 (NVIDIA H100)`).
     pub device: String,
-    /// Compute dtype (e.g. `f32`, `bf16`).
+    /// Compute dtype (e.g. `f32`, `bf16`), or a GGUF's file type (`general.file_type`, e.g.
+    /// `Q4_K_M`, `Q4_1 dequantized to F32`).
     pub dtype: String,
+    /// GGUF: how many tensors the file stores in each type (`{"F32": 109, "Q4_K": 27, "Q5_0": 81,
+    /// ...}`), the detail behind a mixed file type. Absent for safetensors.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dtype_tensors: BTreeMap<String, usize>,
+    /// The CPU the run computed on (model name, SIMD level, whose llama.cpp lane order the exact
+    /// path followed). Absent in summaries written before 2026-12-08.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_cpu: Option<HostCpu>,
 }
 
 /// The `protocol` object of `summary.json`.

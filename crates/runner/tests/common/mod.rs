@@ -206,6 +206,8 @@ pub fn prov() -> Provenance {
         },
         device: "cpu".into(),
         dtype: "f32".into(),
+        dtype_tensors: Default::default(),
+        host_cpu: None,
     }
 }
 
