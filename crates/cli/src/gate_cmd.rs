@@ -53,22 +53,51 @@ pub fn run(a: &GateArgs) -> Result<()> {
     if let Err(e) = record(&baseline, &a.candidate, a.results.as_deref(), &report) {
         eprintln!("warning: the gate's verdict was not recorded in the results history: {e}");
     }
-    if !a.quiet {
-        print!("{}", markdown::to_text(&report));
+    GateOutputs {
+        text: markdown::to_text(&report),
+        markdown: markdown::to_markdown(&report),
+        junit: junit::to_junit(&report, &now_rfc3339())?,
     }
-    if let Some(p) = &a.markdown {
-        write_atomic(p, markdown::to_markdown(&report).as_bytes())
-            .with_context(|| format!("cannot write --markdown {}", p.display()))?;
-    }
-    if let Some(p) = &a.junit {
-        let xml = junit::to_junit(&report, &now_rfc3339())?;
-        write_atomic(p, xml.as_bytes())
-            .with_context(|| format!("cannot write --junit {}", p.display()))?;
-    }
+    .emit(a.quiet, a.markdown.as_deref(), a.junit.as_deref())?;
     if report.passed() {
         Ok(())
     } else {
         Err(Regression.into())
+    }
+}
+
+/// A gate's verdict in its three forms (`surprisal gate` and `surprisal suite run --gate`
+/// print and write them alike).
+pub(crate) struct GateOutputs {
+    /// Printed unless `--quiet`.
+    pub text: String,
+    /// Written to `--markdown` (e.g. a CI job summary).
+    pub markdown: String,
+    /// Written to `--junit` (CI test reports).
+    pub junit: String,
+}
+
+impl GateOutputs {
+    /// Prints the text and writes the files that were asked for (atomically: a reader never sees
+    /// half a report).
+    pub(crate) fn emit(
+        &self,
+        quiet: bool,
+        markdown: Option<&Path>,
+        junit: Option<&Path>,
+    ) -> anyhow::Result<()> {
+        if !quiet {
+            print!("{}", self.text);
+        }
+        if let Some(p) = markdown {
+            write_atomic(p, self.markdown.as_bytes())
+                .with_context(|| format!("cannot write --markdown {}", p.display()))?;
+        }
+        if let Some(p) = junit {
+            write_atomic(p, self.junit.as_bytes())
+                .with_context(|| format!("cannot write --junit {}", p.display()))?;
+        }
+        Ok(())
     }
 }
 

@@ -9,12 +9,12 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use surprisal_runner::gate::GateConfig;
 use surprisal_runner::history::{self, Filter, MacroPoint, Point};
-use surprisal_runner::output::summary::{now_rfc3339, write_atomic};
+use surprisal_runner::output::summary::now_rfc3339;
 use surprisal_runner::suite::{self, BarSuiteProgress, Suite, SuiteOptions};
 use surprisal_runner::{shard, RunError};
 
 use crate::args::{HistoryArgs, HistoryFormat, SuiteRunArgs};
-use crate::gate_cmd::Regression;
+use crate::gate_cmd::{GateOutputs, Regression};
 
 pub fn run_suite(a: &SuiteRunArgs, interrupt: Arc<AtomicBool>) -> Result<()> {
     let mut overrides = Vec::new();
@@ -91,18 +91,12 @@ pub fn run_suite(a: &SuiteRunArgs, interrupt: Arc<AtomicBool>) -> Result<()> {
     if a.gate.is_some() {
         let mut h = history::open(&opts.results)?;
         let gates = suite::gate_previous(&mut h, &report.outcomes, &config)?;
-        if !a.quiet {
-            print!("{}", suite::gates_text(&gates));
+        GateOutputs {
+            text: suite::gates_text(&gates),
+            markdown: suite::gates_markdown(&gates),
+            junit: suite::gates_junit(&gates, &now_rfc3339())?,
         }
-        if let Some(p) = &a.markdown {
-            write_atomic(p, suite::gates_markdown(&gates).as_bytes())
-                .with_context(|| format!("cannot write --markdown {}", p.display()))?;
-        }
-        if let Some(p) = &a.junit {
-            let xml = suite::gates_junit(&gates, &now_rfc3339())?;
-            write_atomic(p, xml.as_bytes())
-                .with_context(|| format!("cannot write --junit {}", p.display()))?;
-        }
+        .emit(a.quiet, a.markdown.as_deref(), a.junit.as_deref())?;
         regressed = gates.iter().any(|g| !g.passed());
     }
     if report.busy() > 0 {

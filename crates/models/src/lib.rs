@@ -31,6 +31,9 @@ pub mod tensor_names;
 pub mod tokenizer;
 pub mod weights;
 
+#[cfg(test)]
+mod test_rng;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};

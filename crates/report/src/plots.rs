@@ -115,21 +115,13 @@ pub fn by_position(title: &str, y_desc: &str, curves: &[Curve]) -> Result<String
                 color.mix(0.18).filled(),
             )))?;
             let points: Vec<(i32, f64)> = c.bands.iter().map(|b| (b.bin as i32, b.mean)).collect();
-            let style = color.stroke_width(2);
-            let legend = if c.dashed {
-                chart.draw_series(DashedLineSeries::new(points.clone(), 8, 5, style))?
-            } else {
-                chart.draw_series(LineSeries::new(points.clone(), style))?
-            };
-            // two segments, touching for a solid line and apart for a dashed one
-            let gap = if c.dashed { 4 } else { 0 };
-            legend
-                .label(format!("{} {}", marker_glyph(c.series), c.label))
-                .legend(move |(x, y)| {
-                    EmptyElement::at((x, y))
-                        + PathElement::new(vec![(0, 0), (8, 0)], style)
-                        + PathElement::new(vec![(8 + gap, 0), (16 + gap, 0)], style)
-                });
+            draw_line(
+                &mut chart,
+                &points,
+                color,
+                c.dashed.then_some((8, 5)),
+                format!("{} {}", marker_glyph(c.series), c.label),
+            )?;
             // the interval also as an error bar: a band of one bin is no area
             chart.draw_series(c.bands.iter().map(|b| {
                 let x = b.bin as i32;
@@ -138,15 +130,57 @@ pub fn by_position(title: &str, y_desc: &str, curves: &[Curve]) -> Result<String
             // marker shape by run, as well as colour
             draw_markers(&mut chart, c.series, &points)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font((FONT, 13))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .draw()?;
-        Ok(())
+        draw_legend(&mut chart, 13)
     })
+}
+
+/// A series' line through `points` (2 px, solid, or dashed as (dash, gap)) with its legend
+/// entry: two segments, touching for a solid line and apart for a dashed one.
+fn draw_line<'a, X, Y>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
+    points: &[(X::ValueType, Y::ValueType)],
+    color: RGBColor,
+    dashed: Option<(u32, u32)>,
+    label: String,
+) -> Drawn
+where
+    X: Ranged,
+    Y: Ranged,
+    X::ValueType: Clone + 'static,
+    Y::ValueType: Clone + 'static,
+{
+    let style = color.stroke_width(2);
+    let pts = points.iter().cloned();
+    let drawn = match dashed {
+        Some((dash, gap)) => chart.draw_series(DashedLineSeries::new(pts, dash, gap, style))?,
+        None => chart.draw_series(LineSeries::new(pts, style))?,
+    };
+    let gap = if dashed.is_some() { 4 } else { 0 };
+    drawn.label(label).legend(move |(x, y)| {
+        EmptyElement::at((x, y))
+            + PathElement::new(vec![(0, 0), (8, 0)], style)
+            + PathElement::new(vec![(8 + gap, 0), (16 + gap, 0)], style)
+    });
+    Ok(())
+}
+
+/// The legend box, upper right, in `font_size` px.
+fn draw_legend<'a, X, Y>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
+    font_size: u32,
+) -> Drawn
+where
+    X: Ranged,
+    Y: Ranged,
+{
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font((FONT, font_size))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .draw()?;
+    Ok(())
 }
 
 /// The markers of series `k` at `points`: shape ([`marker_glyph`]) as well as colour.
@@ -342,19 +376,13 @@ pub fn history(
                 .collect();
             pts.sort_by(|a, b| a.x.total_cmp(&b.x));
             let xy: Vec<(i64, f64)> = pts.iter().map(|p| (milli(p.x), p.y)).collect();
-            let style = color.stroke_width(2);
-            let drawn = if l.dashed {
-                chart.draw_series(DashedLineSeries::new(xy.clone(), 7, 4, style))?
-            } else {
-                chart.draw_series(LineSeries::new(xy.clone(), style))?
-            };
-            // two segments, touching for a solid line and apart for a dashed one
-            let gap = if l.dashed { 4 } else { 0 };
-            drawn.label(l.label.clone()).legend(move |(x, y)| {
-                EmptyElement::at((x, y))
-                    + PathElement::new(vec![(0, 0), (8, 0)], style)
-                    + PathElement::new(vec![(8 + gap, 0), (16 + gap, 0)], style)
-            });
+            draw_line(
+                &mut chart,
+                &xy,
+                color,
+                l.dashed.then_some((7, 4)),
+                l.label.clone(),
+            )?;
             let cap = x_span * 0.006;
             chart.draw_series(pts.iter().filter_map(|p| {
                 let (lo, hi) = p.ci?;
@@ -404,14 +432,7 @@ pub fn history(
                     Rectangle::new([(x + 2, y - 6), (x + 14, y + 6)], BLACK.stroke_width(2))
                 });
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font((FONT, 12))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .draw()?;
-        Ok(())
+        draw_legend(&mut chart, 12)
     })
 }
 

@@ -296,15 +296,9 @@ pub(crate) fn par_matmul(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_rng::lcg;
     use candle_core::quantized::QTensor;
     use candle_core::{Device, Tensor};
-
-    fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-    }
 
     /// Every kernel flavor (gemm, gemv, tiled, vec_dot) equals the f64 dot of the dequantized
     /// weight row with the Q8_K activation row (`q·d` in f64) within the rounding bound of its

@@ -535,6 +535,18 @@ fn glob_match(pattern: &str, s: &str) -> bool {
     }
 }
 
+/// A JSON text column of `r`, parsed.
+fn json_column<T: serde::de::DeserializeOwned>(
+    r: &rusqlite::Row<'_>,
+    name: &str,
+) -> rusqlite::Result<T> {
+    let text: String = r.get(name)?;
+    serde_json::from_str(&text).map_err(|e| {
+        let i = r.as_ref().column_index(name).unwrap_or(0);
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
 impl History {
     /// The results root.
     pub fn root(&self) -> &Path {
@@ -773,40 +785,39 @@ impl History {
         protocol_json, protocol_key, mode, tool_version, host, device, dtype, stats_on, tokens_scored,
         windows, elapsed_seconds, tokens_per_second, started_at, finished_at";
 
+    /// A `runs` row selected with [`Self::RUN_COLUMNS`], read by column name (so the mapping
+    /// holds whatever the order of the list).
     fn record(&self, r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
-        let json_err = |i: usize, e: serde_json::Error| {
-            rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
-        };
-        let files: String = r.get(6)?;
-        let protocol: String = r.get(12)?;
-        let rel: String = r.get(2)?;
+        let rel: String = r.get("run_dir")?;
         Ok(RunRecord {
-            id: r.get(0)?,
-            fingerprint: r.get(1)?,
+            id: r.get("id")?,
+            fingerprint: r.get("fingerprint")?,
             run_dir: self.root.join(rel),
-            suite: r.get(3)?,
-            model_name: r.get(4)?,
-            model_reference: r.get(5)?,
-            model_files: serde_json::from_str(&files).map_err(|e| json_err(6, e))?,
-            model_sha256: r.get(7)?,
-            checkpoint_step: r.get::<_, Option<i64>>(8)?.map(|s| s as u64),
-            dataset_name: r.get(9)?,
-            data_path: r.get(10)?,
-            data_sha256: r.get(11)?,
-            protocol: serde_json::from_str(&protocol).map_err(|e| json_err(12, e))?,
-            protocol_key: r.get(13)?,
-            mode: r.get(14)?,
-            tool_version: r.get(15)?,
-            host: r.get(16)?,
-            device: r.get(17)?,
-            dtype: r.get(18)?,
-            stats_on: r.get(19)?,
-            tokens_scored: r.get::<_, i64>(20)? as u64,
-            windows: r.get::<_, i64>(21)? as u64,
-            elapsed_seconds: r.get(22)?,
-            tokens_per_second: r.get(23)?,
-            started_at: r.get(24)?,
-            finished_at: r.get(25)?,
+            suite: r.get("suite")?,
+            model_name: r.get("model_name")?,
+            model_reference: r.get("model_reference")?,
+            model_files: json_column(r, "model_files_json")?,
+            model_sha256: r.get("model_sha256")?,
+            checkpoint_step: r
+                .get::<_, Option<i64>>("checkpoint_step")?
+                .map(|s| s as u64),
+            dataset_name: r.get("dataset_name")?,
+            data_path: r.get("data_path")?,
+            data_sha256: r.get("data_sha256")?,
+            protocol: json_column(r, "protocol_json")?,
+            protocol_key: r.get("protocol_key")?,
+            mode: r.get("mode")?,
+            tool_version: r.get("tool_version")?,
+            host: r.get("host")?,
+            device: r.get("device")?,
+            dtype: r.get("dtype")?,
+            stats_on: r.get("stats_on")?,
+            tokens_scored: r.get::<_, i64>("tokens_scored")? as u64,
+            windows: r.get::<_, i64>("windows")? as u64,
+            elapsed_seconds: r.get("elapsed_seconds")?,
+            tokens_per_second: r.get("tokens_per_second")?,
+            started_at: r.get("started_at")?,
+            finished_at: r.get("finished_at")?,
         })
     }
 
@@ -1018,22 +1029,22 @@ impl History {
         let rows = st
             .query_map(args, |r| {
                 Ok(GateRecord {
-                    id: r.get(0)?,
-                    run_id: r.get(1)?,
-                    candidate_fingerprint: r.get(2)?,
-                    baseline_run_id: r.get(3)?,
-                    baseline_fingerprint: r.get(4)?,
-                    metric: r.get(5)?,
-                    pairing: r.get(6)?,
-                    paired_tokens: r.get::<_, Option<i64>>(7)?.map(|t| t as u64),
-                    estimate: r.get(8)?,
-                    stderr: r.get(9)?,
-                    bound: r.get(10)?,
-                    limit: r.get(11)?,
-                    tolerance: r.get(12)?,
-                    confidence: r.get(13)?,
-                    verdict: r.get(14)?,
-                    created_at: r.get(15)?,
+                    id: r.get("id")?,
+                    run_id: r.get("run_id")?,
+                    candidate_fingerprint: r.get("candidate_fingerprint")?,
+                    baseline_run_id: r.get("baseline_run_id")?,
+                    baseline_fingerprint: r.get("baseline_fingerprint")?,
+                    metric: r.get("metric")?,
+                    pairing: r.get("pairing")?,
+                    paired_tokens: r.get::<_, Option<i64>>("paired_tokens")?.map(|t| t as u64),
+                    estimate: r.get("estimate")?,
+                    stderr: r.get("stderr")?,
+                    bound: r.get("bound")?,
+                    limit: r.get("limit_side")?,
+                    tolerance: r.get("tolerance")?,
+                    confidence: r.get("confidence")?,
+                    verdict: r.get("verdict")?,
+                    created_at: r.get("created_at")?,
                 })
             })
             .map_err(|e| self.err(e))?;
