@@ -54,7 +54,8 @@ mkdir -p "$root"
 CMAKE=$(command -v cmake || true)
 if [ -z "$CMAKE" ]; then
   "$PYTHON" -m pip install --quiet cmake >&2
-  CMAKE="$(dirname "$PYTHON")/cmake"
+  # the wheel's own binary (with PYTHON=python3, `dirname` of it would be `.`)
+  CMAKE="$("$PYTHON" -c 'import cmake, os; print(os.path.join(cmake.CMAKE_BIN_DIR, "cmake"))')"
 fi
 export PATH="$(dirname "$CMAKE"):$PATH"
 

@@ -12,15 +12,20 @@ half of each chunk scored. Cases:
   compare  Q4_1 vs its f32 self: surprisal compare (one pass, both models) vs llama-perplexity's two
            passes (--kl-divergence-base from the f32 GGUF, then --kl-divergence with the Q4_1 GGUF);
            time and disk written (llama.cpp's base file; our --out directory)
+  types    per GGUF quantization type (--types, default Q4_K_M,Q5_K_M,Q6_K,Q8_0,Q4_0,Q5_1): SmolLM2 requantized by
+           llama.cpp's llama-quantize from the f32 GGUF above, quantized: surprisal eval vs llama-perplexity
+           --flash-attn off (the order our exact kernels follow); PPL of both and their relative difference, the
+           file's tensor types (summary.json dtype_tensors), and each tool's parallel efficiency
+           (user+sys CPU seconds / wall / threads)
 
 Each tool runs --repeats times (round-robin, so drift hits every tool alike) under /usr/bin/time -v.
 Tokens/s = K*W tokens evaluated / wall seconds of the whole process (loading and tokenizing included),
 median over repeats; peak RSS = max over repeats of "Maximum resident set size".
 
-Usage: python3 scripts/bench/bench.py [--chunks 40] [--repeats 3] [--threads 2] [--cases quant,f32,compare]
-       [--out docs/benchmarks.md]
+Usage: python3 scripts/bench/bench.py [--chunks 40] [--repeats 3] [--threads 2] [--cases quant,f32,compare,types]
+       [--types Q4_K_M,Q5_K_M,...] [--out docs/benchmarks.md]
 Needs: target/release/surprisal (cargo build --release -p surprisal-cli; or $SURPRISAL_BIN), scripts/build_llama_cpp.sh,
-       scripts/fetch_smollm2.sh, scripts/references/make_smollm2_f32.py, the reference venv (/work/.venv-ref or
+       scripts/fetch_smollm2.sh, scripts/references/make_smollm2_f32.py (f32, compare, types), the reference venv (/work/.venv-ref or
        $PYTHON) with torch + transformers.
 """
 import argparse
@@ -41,6 +46,7 @@ DATA = os.environ.get("WIKITEXT", os.path.join(REPO, "..", "shared", "datasets",
 PY = os.environ.get("PYTHON", "/work/.venv-ref/bin/python" if os.path.exists("/work/.venv-ref/bin/python")
                     else sys.executable)
 WINDOW = 512
+CPU_S = [0.0]
 GEN_BEGIN, GEN_END = "<!-- bench.py:begin -->", "<!-- bench.py:end -->"
 
 
@@ -49,7 +55,8 @@ def sh(cmd, **kw):
 
 
 def timed(cmd, env=None):
-    """Runs cmd under /usr/bin/time -v; returns (wall_s, peak_rss_bytes, stdout, stderr)."""
+    """Runs cmd under /usr/bin/time -v; returns (wall_s, peak_rss_bytes, stdout, stderr); the process's
+    user+sys CPU seconds of the last call are left in CPU_S[0]."""
     with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
         p = subprocess.run(["/usr/bin/time", "-v", "-o", tf.name] + cmd, capture_output=True, text=True,
                            env={**os.environ, **(env or {})})
@@ -61,6 +68,7 @@ def timed(cmd, env=None):
     for part in wall.split(":"):
         secs = secs * 60 + float(part)
     rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", t).group(1)) * 1024
+    CPU_S[0] = sum(float(re.search(rf"{k} time \(seconds\): ([0-9.]+)", t).group(1)) for k in ("User", "System"))
     return secs, rss, p.stdout, p.stderr
 
 
@@ -83,6 +91,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--cases", default="quant,f32,compare")
+    ap.add_argument("--types", default="Q4_K_M,Q5_K_M,Q6_K,Q8_0,Q4_0,Q5_1")
     ap.add_argument("--out", default=os.path.join(REPO, "docs", "benchmarks.md"))
     a = ap.parse_args()
     cases = a.cases.split(",")
@@ -96,8 +105,18 @@ def main():
     models = os.path.join(CACHE, "models")
     f32_hf = os.path.join(models, "SmolLM2-135M-Instruct-f32-hf")
     f32_gguf = os.path.join(models, "SmolLM2-135M-Instruct-f32.gguf")
-    if ("f32" in cases or "compare" in cases) and not (os.path.isdir(f32_hf) and os.path.exists(f32_gguf)):
-        subprocess.run([PY, os.path.join(REPO, "scripts", "make_smollm2_f32.py")], check=True)
+    if set(cases) & {"f32", "compare", "types"} and not (os.path.isdir(f32_hf) and os.path.exists(f32_gguf)):
+        subprocess.run([PY, os.path.join(REPO, "scripts", "references", "make_smollm2_f32.py")], check=True)
+    quantize = os.path.join(os.path.dirname(llama), "llama-quantize")
+
+    def requantized(qtype):
+        """SmolLM2 requantized to qtype by llama-quantize from the f32 GGUF (made once, in the cache)."""
+        path = os.path.join(models, f"SmolLM2-135M-Instruct-{qtype}.gguf")
+        if not os.path.exists(path):
+            tmp = path + ".part"
+            sh([quantize, f32_gguf, tmp, qtype, str(t)])
+            os.replace(tmp, path)
+        return path
     work = tempfile.mkdtemp(prefix="surprisal-bench-")
     env = {"RAYON_NUM_THREADS": str(t), "OMP_NUM_THREADS": str(t)}
     ours_common = ["--data", DATA, "--protocol", "chunks", "--window", str(WINDOW), "--max-chunks", str(k),
@@ -111,13 +130,15 @@ def main():
             s, rss, _, _ = timed([surprisal, "eval"] + extra + ours_common + ["--out", out, "--per-token", "none"],
                                  env)
             summ = json.load(open(os.path.join(out, "summary.json")))
-            return {"wall_s": s, "rss": rss, "ppl": summ["perplexity"], "disk": du(out)}
+            return {"wall_s": s, "rss": rss, "ppl": summ["perplexity"], "disk": du(out), "cpu_s": CPU_S[0],
+                    "dtype": summ.get("dtype"), "dtype_tensors": summ.get("dtype_tensors"),
+                    "host_cpu": summ.get("host_cpu")}
         return run
 
-    def llama_ppl(model):
+    def llama_ppl(model, extra=()):
         def run(i):
-            s, rss, so, se = timed([llama, "-m", model] + llama_common, env)
-            return {"wall_s": s, "rss": rss, "ppl": final_ppl(so + se), "disk": 0}
+            s, rss, so, se = timed([llama, "-m", model] + llama_common + list(extra), env)
+            return {"wall_s": s, "rss": rss, "ppl": final_ppl(so + se), "disk": 0, "cpu_s": CPU_S[0]}
         return run
 
     def hf_eval(i):
@@ -166,6 +187,13 @@ def main():
             ("surprisal compare", ours_compare),
             ("llama-perplexity KLD (2 passes)", llama_kld)]))
 
+    if "types" in cases:
+        for qtype in a.types.split(","):
+            path = requantized(qtype)
+            plan.append((f"type-{qtype}", f"{qtype} GGUF (llama-quantize of the f32 GGUF)", [
+                ("surprisal eval", ours_eval(["--model", path])),
+                ("llama-perplexity -fa off", llama_ppl(path, ["-fa", "off"]))]))
+
     results = {}
     for case, _, tools in plan:
         for rep in range(a.repeats):
@@ -189,14 +217,26 @@ def main():
                    "peak_rss_mib": max(r["rss"] for r in rs) / 2**20, "ppl": rs[0]["ppl"],
                    "disk_written_bytes": max(r["disk"] for r in rs),
                    "surprisal_over_this": ours_tps / tps}
-            for key in ("mean_kl_nats", "top1_agreement", "perplexity_ratio"):
+            for key in ("mean_kl_nats", "top1_agreement", "perplexity_ratio", "dtype", "dtype_tensors",
+                        "host_cpu"):
                 if key in rs[0]:
                     row[key] = rs[0][key]
+            if all("cpu_s" in r for r in rs):
+                row["parallel_efficiency"] = statistics.median(r["cpu_s"] / r["wall_s"] / t for r in rs)
             rows.append(row)
             ratio = "—" if name == ours else f"**{ours_tps / tps:.2f}×**"
             extra = ""
             if "mean_kl_nats" in row and row["mean_kl_nats"] is not None:
                 extra = f"KL {row['mean_kl_nats']:.6f}, top-1 {row['top1_agreement']:.4f}"
+            if case.startswith("type-"):
+                if name == ours:
+                    extra = f"{row.get('dtype')}: " + ", ".join(f"{k} ×{v}" for k, v in
+                                                                (row.get("dtype_tensors") or {}).items())
+                else:
+                    p0 = results[(case, ours)][0]["ppl"]
+                    extra = f"PPL rel. Δ (ours − this) / this: {(p0 - row['ppl']) / row['ppl']:+.2e}"
+                if "parallel_efficiency" in row:
+                    extra += f"; parallel efficiency {row['parallel_efficiency']:.2f}"
             ppl = f"{row['ppl']:.4f}" if row["ppl"] else "—"
             table.append(f"| {title} | {name} | {row['median_wall_s']:.1f} | {tps:.1f} | {ratio} | "
                          f"{row['peak_rss_mib']:.0f} | {row['disk_written_bytes'] / 2**20:.1f} | {ppl} | {extra} |")
@@ -241,6 +281,8 @@ def main():
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     for case in tables:
         md = section(case)
+        if case.startswith("type-"):
+            continue
         begin, end = md[0], md[-1]
         doc = open(a.out).read() if os.path.exists(a.out) else "# Benchmarks\n"
         if begin not in doc or end not in doc:
@@ -251,6 +293,21 @@ def main():
             f.write(head + "\n".join(md) + tail)
         with open(os.path.splitext(a.out)[0] + f"-{case}.json", "w") as f:
             json.dump({"meta": meta, "rows": [r for r in rows if r["case"] == case]}, f, indent=1)
+        print("\n".join(md))
+    types = [c for c in tables if c.startswith("type-")]
+    if types:
+        tables["types"] = [row for c in types for row in tables[c]]
+        md = section("types")
+        begin, end = md[0], md[-1]
+        doc = open(a.out).read() if os.path.exists(a.out) else "# Benchmarks\n"
+        if begin not in doc or end not in doc:
+            doc = doc.rstrip("\n") + "\n\n" + begin + "\n" + end + "\n"
+        head, rest = doc.split(begin, 1)
+        tail = rest.split(end, 1)[1]
+        with open(a.out, "w") as f:
+            f.write(head + "\n".join(md) + tail)
+        with open(os.path.splitext(a.out)[0] + "-types.json", "w") as f:
+            json.dump({"meta": meta, "rows": [r for r in rows if r["case"].startswith("type-")]}, f, indent=1)
         print("\n".join(md))
 
 
