@@ -276,39 +276,31 @@ def main():
             "|---|---|---:|---:|---:|---:|---:|---:|---|",
         ] + tables[case] + ["", GEN_END.replace("bench.py", f"bench.py {case}")]
 
+    def write_section(name, case_rows):
+        """Replaces the generated section `name` of a.out (appended if new; the hand-written rest of the
+        document is kept) and writes its rows to <out>-<name>.json."""
+        md = section(name)
+        begin, end = md[0], md[-1]
+        doc = open(a.out).read() if os.path.exists(a.out) else "# Benchmarks\n"
+        if begin not in doc or end not in doc:
+            doc = doc.rstrip("\n") + "\n\n" + begin + "\n" + end + "\n"
+        head, rest = doc.split(begin, 1)
+        tail = rest.split(end, 1)[1]
+        with open(a.out, "w") as f:
+            f.write(head + "\n".join(md) + tail)
+        with open(os.path.splitext(a.out)[0] + f"-{name}.json", "w") as f:
+            json.dump({"meta": meta, "rows": case_rows}, f, indent=1)
+        print("\n".join(md))
+
     # one generated section (and JSON file) per case, so cases can be run and re-run separately;
-    # the hand-written rest of the document is kept
+    # the per-type cases share one section, `types`
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
-    for case in tables:
-        md = section(case)
-        if case.startswith("type-"):
-            continue
-        begin, end = md[0], md[-1]
-        doc = open(a.out).read() if os.path.exists(a.out) else "# Benchmarks\n"
-        if begin not in doc or end not in doc:
-            doc = doc.rstrip("\n") + "\n\n" + begin + "\n" + end + "\n"
-        head, rest = doc.split(begin, 1)
-        tail = rest.split(end, 1)[1]
-        with open(a.out, "w") as f:
-            f.write(head + "\n".join(md) + tail)
-        with open(os.path.splitext(a.out)[0] + f"-{case}.json", "w") as f:
-            json.dump({"meta": meta, "rows": [r for r in rows if r["case"] == case]}, f, indent=1)
-        print("\n".join(md))
     types = [c for c in tables if c.startswith("type-")]
+    for case in [c for c in tables if c not in types]:
+        write_section(case, [r for r in rows if r["case"] == case])
     if types:
-        tables["types"] = [row for c in types for row in tables[c]]
-        md = section("types")
-        begin, end = md[0], md[-1]
-        doc = open(a.out).read() if os.path.exists(a.out) else "# Benchmarks\n"
-        if begin not in doc or end not in doc:
-            doc = doc.rstrip("\n") + "\n\n" + begin + "\n" + end + "\n"
-        head, rest = doc.split(begin, 1)
-        tail = rest.split(end, 1)[1]
-        with open(a.out, "w") as f:
-            f.write(head + "\n".join(md) + tail)
-        with open(os.path.splitext(a.out)[0] + "-types.json", "w") as f:
-            json.dump({"meta": meta, "rows": [r for r in rows if r["case"].startswith("type-")]}, f, indent=1)
-        print("\n".join(md))
+        tables["types"] = [line for c in types for line in tables[c]]
+        write_section("types", [r for r in rows if r["case"] in types])
 
 
 if __name__ == "__main__":

@@ -15,16 +15,6 @@ fn load_dir(dir: &Path) -> Result<surprisal_models::LoadedModel, ModelError> {
     load(&ModelSource::Dir(dir.to_path_buf()), &cpu_f32())
 }
 
-fn load_gguf(path: &Path) -> Result<surprisal_models::LoadedModel, ModelError> {
-    load(
-        &ModelSource::Gguf {
-            path: path.to_path_buf(),
-            tokenizer_json: None,
-        },
-        &cpu_f32(),
-    )
-}
-
 fn llama_copy() -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
     copy_dir(&fixture("llama"), tmp.path());

@@ -8,7 +8,6 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use surprisal_models::{load, ModelSource};
 
 fn check(key: &str, file: &str, fetch: &str) {
     let reference = read_json(
@@ -17,14 +16,7 @@ fn check(key: &str, file: &str, fetch: &str) {
     let want = &reference["models"][key];
     assert_eq!(want["file"], file);
     let path = surprisal_testkit::cached_model(file, fetch);
-    let loaded = load(
-        &ModelSource::Gguf {
-            path,
-            tokenizer_json: None,
-        },
-        &cpu_f32(),
-    )
-    .unwrap();
+    let loaded = load_gguf(&path).unwrap();
     assert_eq!(
         loaded.info.quantization.as_deref(),
         want["file_type_name"].as_str(),

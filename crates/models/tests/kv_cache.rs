@@ -163,14 +163,7 @@ fn gguf_fixtures_incremental_equals_windowed() {
         for quant in [GgmlDType::F32, GgmlDType::Q8_0] {
             let path = tmp.path().join(format!("{name}-{quant:?}.gguf"));
             surprisal_testkit::fixture_to_gguf(&fixture(name), &path, quant);
-            let loaded = load(
-                &ModelSource::Gguf {
-                    path,
-                    tokenizer_json: None,
-                },
-                &cpu_f32(),
-            )
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let loaded = load_gguf(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
             let w = check(&format!("{name} gguf {quant:?}"), &loaded, 200, TOL_F32);
             println!("SUMMARY {name} gguf {quant:?}: max|ΔNLL| {w:.2e}");
         }
@@ -182,14 +175,7 @@ fn gguf_fixtures_incremental_equals_windowed() {
 fn smollm2_q4_1_incremental_equals_windowed() {
     let path =
         surprisal_testkit::cached_model("SmolLM2-135M-Instruct.Q4_1.gguf", "fetch_smollm2.sh");
-    let loaded = load(
-        &ModelSource::Gguf {
-            path,
-            tokenizer_json: None,
-        },
-        &cpu_f32(),
-    )
-    .unwrap();
+    let loaded = load_gguf(&path).unwrap();
     // llama.cpp's path computes every query row on its own and the ggml kernels every output row
     // on its own: the incremental values are the windowed ones, bit for bit.
     let w = check("SmolLM2 Q4_1", &loaded, 300, 0.0);

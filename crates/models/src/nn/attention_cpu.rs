@@ -158,6 +158,10 @@ fn matmul<T: num_traits::Float + 'static>(
     matmul_gemm(m, n, k, dst, dst_rs, lhs, lhs_rs, rhs, rhs_rs, rhs_cs);
 }
 
+/// gemm 0.19 computes a product of at most this many outputs (m·n) whose operands are both
+/// contiguous along the depth with its horizontal dot-product kernels, not its blocked kernel.
+pub(crate) const GEMM_HORIZONTAL_MAX_OUTPUTS: usize = 256;
+
 /// The padded shape (rows, depth) to compute (m, n, k) at when gemm 0.19 would take a path
 /// other than its blocked kernel: `gevv` (k <= 2), `gemv` (m = 1, in these layouts) or the
 /// horizontal dot-product kernels (m·n <= 256 with both operands contiguous along k, as
@@ -165,8 +169,8 @@ fn matmul<T: num_traits::Float + 'static>(
 /// f32 fixtures: up to 1.9e-5 nats of NLL between one-token steps and the windowed forward);
 /// f64 has no horizontal kernels. The padding is copied into contiguous buffers, which also
 /// leaves the operands in a layout the horizontal kernels do not take.
-pub(crate) fn gemm_small_path(m: usize, n: usize, k: usize) -> Option<(usize, usize)> {
-    if m >= 2 && k > 2 && m * n > 256 {
+fn gemm_small_path(m: usize, n: usize, k: usize) -> Option<(usize, usize)> {
+    if m >= 2 && k > 2 && m * n > GEMM_HORIZONTAL_MAX_OUTPUTS {
         return None;
     }
     Some((m.max(2), k.max(3)))

@@ -187,9 +187,10 @@ impl Linear {
 /// KV-cache session's one-token steps give the bits of the windowed forward
 /// (`tests/kv_cache.rs`).
 fn stable_rows(m: usize, n: usize) -> usize {
-    if m >= 2 && m * n > 256 {
+    let horizontal = super::attention_cpu::GEMM_HORIZONTAL_MAX_OUTPUTS;
+    if m >= 2 && m * n > horizontal {
         m
     } else {
-        m.max(2).max(256 / n.max(1) + 1)
+        m.max(2).max(horizontal / n.max(1) + 1)
     }
 }

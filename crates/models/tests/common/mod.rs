@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
-use surprisal_models::{CausalLm, LoadOptions};
+use surprisal_models::{load, CausalLm, LoadOptions, LoadedModel, ModelError, ModelSource};
 #[allow(unused_imports)] // each test binary uses a different subset
 pub use surprisal_testkit::{copy_dir, fixture, fixture_to_gguf, fixtures, read_json, repo_root};
 
@@ -14,6 +14,17 @@ pub fn cpu_f32() -> LoadOptions {
         dtype: DType::F32,
         dequantize: false,
     }
+}
+
+/// A GGUF file on the CPU in f32, its tokenizer from the file.
+pub fn load_gguf(path: &std::path::Path) -> Result<LoadedModel, ModelError> {
+    load(
+        &ModelSource::Gguf {
+            path: path.to_path_buf(),
+            tokenizer_json: None,
+        },
+        &cpu_f32(),
+    )
 }
 
 pub fn u32_rows(v: &Value) -> Vec<Vec<u32>> {
